@@ -1,0 +1,170 @@
+"""The `sse-monitor` command: probe, simulate, run, check-config, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from . import __version__
+from .dialects import DIALECTS
+from .result import DEFAULT_IDLE_TIMEOUT, DEFAULT_PROMPT, DEFAULT_TIMEOUT, DEFAULT_TTFT_THRESHOLD, ProbeSpec
+
+EXIT_OK, EXIT_ALERT, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A bad command line: one line on stderr, exit status 2."""
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run on uvloop when it is installed (cheaper per event), else on asyncio's own loop."""
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main())
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text.removesuffix("s") if kind is float else text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    name = name.strip()
+    if not colon or not name or any(c.isspace() for c in name):
+        # the value may be a secret: never echo it
+        raise UsageError(f"-H: expected 'Name: value', got a header without a name and a colon ({name[:20]!r}...)")
+    return name, value.strip()
+
+
+def parse_body(text: str) -> bytes:
+    if text.startswith("@"):
+        path = text[1:]
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise UsageError(f"--body: cannot read {path}: {exc.strerror}") from None
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--body: expected JSON or @file, got invalid JSON ({exc})") from None
+    return text.encode()
+
+
+def spec_from_args(args: argparse.Namespace) -> ProbeSpec:
+    if not args.url.startswith(("http://", "https://")):
+        raise UsageError(f"URL: expected an http:// or https:// URL, got {args.url!r}")
+    if args.idle_timeout > args.timeout:
+        raise UsageError(f"--idle-timeout ({args.idle_timeout:g} s) must not be longer than --timeout ({args.timeout:g} s)")
+    return ProbeSpec(
+        url=args.url,
+        dialect=args.dialect,
+        prompt=args.prompt,
+        model=args.model,
+        headers=dict(parse_header(h) for h in args.header),
+        body=parse_body(args.body) if args.body is not None else None,
+        method=args.method,
+        ttft_threshold=args.ttft_threshold,
+        min_duration=args.min_duration,
+        min_events=args.min_events,
+        timeout=args.timeout,
+        idle_timeout=args.idle_timeout,
+        heartbeat_events=tuple(args.heartbeat_event),
+        terminal_event=args.terminal_event,
+        terminal_data=args.terminal_data,
+        verify_tls=not args.insecure,
+        trace=args.trace,
+    )
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .probe import run_probe
+    from .report import summary, to_json
+
+    spec = spec_from_args(args)
+    result = run_async(lambda: run_probe(spec))
+    print(to_json(result) if args.json else summary(result), flush=True)
+    return EXIT_ALERT if result.alerts else EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulator import serve
+
+    serve(args.host, args.port)
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import check_config
+
+    return check_config(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sse-monitor", description="Synthetic monitor for Server-Sent Events streams.")
+    parser.add_argument("--version", action="version", version=f"sse-monitor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("probe", help="probe one streaming endpoint once and report what a user would see")
+    p.add_argument("url", metavar="URL", help="the streaming endpoint (a URL without a path gets the dialect's path)")
+    p.add_argument("--dialect", choices=list(DIALECTS), default="openai-chat")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt to send (default: a known-slow one)")
+    p.add_argument("--model", help="the model to ask for (default: the dialect's)")
+    p.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'", help="a request header (repeatable)")
+    p.add_argument("--body", metavar="JSON|@file", help="the request body, replacing the dialect's")
+    p.add_argument("--method", help="the HTTP method (default: POST for LLM dialects, GET for generic without a body)")
+    p.add_argument("--ttft-threshold", type=_positive(float), default=DEFAULT_TTFT_THRESHOLD, metavar="S")
+    p.add_argument("--min-duration", type=_positive(float), metavar="S", help="a shorter stream has ended early")
+    p.add_argument("--min-events", type=_positive(int), metavar="N", help="fewer token events means it ended early")
+    p.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT, metavar="S", help="the whole probe")
+    p.add_argument("--idle-timeout", type=_positive(float), default=DEFAULT_IDLE_TIMEOUT, metavar="S", help="no byte for this long ends the stream")
+    p.add_argument("--heartbeat-event", action="append", default=[], metavar="TYPE", help="generic: an event type that is a heartbeat")
+    p.add_argument("--terminal-event", metavar="TYPE", help="generic: the event type that ends the stream")
+    p.add_argument("--terminal-data", metavar="DATA", help="generic: the data value that ends the stream")
+    p.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--trace", action="store_true", help="with --json: every event and comment with its arrival time")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("simulate", help="run the reference slow-LLM origin (openai, anthropic, gemini, generic)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8900)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("config", metavar="FILE")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"sse-monitor {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

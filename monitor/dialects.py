@@ -1,0 +1,287 @@
+"""Streaming API dialects: how to ask for a stream, and which events are tokens, heartbeats, ends and errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from . import __version__
+from .result import ProbeSpec
+from .sse import Event
+
+
+class Verdict(NamedTuple):
+    """What one event means for the probe."""
+
+    token: bool = False
+    heartbeat: bool = False
+    end: bool = False  # the stream ended properly
+    error: str | None = None  # the stream ended with an error; the text says why
+
+
+TOKEN = Verdict(token=True)
+TOKEN_END = Verdict(token=True, end=True)
+HEARTBEAT = Verdict(heartbeat=True)
+END = Verdict(end=True)
+OTHER = Verdict()
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None
+
+
+def _json(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _error_text(error: Any) -> str:
+    """A short text for an API error object (OpenAI, Anthropic and Gemini all nest `message`)."""
+    if isinstance(error, dict):
+        kind = error.get("type") or error.get("status") or error.get("code")
+        text = ": ".join(str(x) for x in (kind, error.get("message")) if x)
+    else:
+        text = str(error or "")
+    return text[:300] or "error"
+
+
+class Dialect:
+    """Base: a dialect builds the request and classifies each dispatched event."""
+
+    name = ""
+    method = "POST"
+    path = ""  # the standard endpoint path, appended when the URL has none
+    default_model = ""
+    ends_on_eof = False  # a clean EOF is a proper end (generic dialect without a terminal marker)
+
+    def __init__(self, spec: ProbeSpec) -> None:
+        self.spec = spec
+        self.model = spec.model or self.default_model
+
+    def url(self) -> str:
+        parts = urlsplit(self.spec.url)
+        if parts.path in ("", "/") and self.path:
+            parts = parts._replace(path=self.path.format(model=self.model))
+        return urlunsplit(parts)
+
+    def body(self) -> dict[str, Any] | None:
+        return None
+
+    def extra_headers(self) -> dict[str, str]:
+        return {}
+
+    def build_request(self) -> Request:
+        spec = self.spec
+        if spec.body is not None:
+            content = spec.body
+        else:
+            body = self.body()
+            content = json.dumps(body).encode() if body is not None else None
+        headers = {
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "gzip, deflate",  # what the probe can decode; lets a compressing proxy show itself
+            "Cache-Control": "no-cache",
+            "User-Agent": f"sse-monitor/{__version__}",
+        }
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        headers.update(self.extra_headers())
+        lower = {k.lower(): k for k in headers}
+        for name, value in spec.headers.items():  # the user's headers win, whatever their case
+            headers.pop(lower.get(name.lower(), name), None)
+            headers[name] = value
+        method = spec.method or ("POST" if content is not None else self.method)
+        return Request(method.upper(), self.url(), headers, content)
+
+    def classify(self, event: Event) -> Verdict:
+        raise NotImplementedError
+
+    def _event_type(self, event: Event, obj: Any) -> str:
+        """The event's type from its `event:` field, or from the JSON `type` when a proxy dropped the field."""
+        if event.type != "message":
+            return event.type
+        return obj.get("type", "") if isinstance(obj, dict) else ""
+
+
+class OpenAIChat(Dialect):
+    name = "openai-chat"
+    path = "/v1/chat/completions"
+    default_model = "gpt-4o-mini"
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": self.spec.prompt}],
+        }
+
+    def classify(self, event: Event) -> Verdict:
+        data = event.data
+        if data.strip() == "[DONE]":
+            return END
+        obj = _json(data)
+        if event.type == "error":
+            return Verdict(error=_error_text(obj.get("error", obj) if isinstance(obj, dict) else data))
+        if not isinstance(obj, dict):
+            return OTHER
+        if obj.get("error"):
+            return Verdict(error=_error_text(obj["error"]))
+        for choice in obj.get("choices") or ():
+            delta = choice.get("delta") or {} if isinstance(choice, dict) else {}
+            if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning") or delta.get("refusal"):
+                return TOKEN
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict) and (call.get("function") or {}).get("arguments"):
+                    return TOKEN
+        return OTHER
+
+
+class OpenAIResponses(Dialect):
+    name = "openai-responses"
+    path = "/v1/responses"
+    default_model = "gpt-4o-mini"
+    TOKEN_TYPES = frozenset(
+        {
+            "response.output_text.delta",
+            "response.reasoning_text.delta",
+            "response.reasoning_summary_text.delta",
+            "response.refusal.delta",
+            "response.function_call_arguments.delta",
+        }
+    )
+    ERROR_TYPES = frozenset({"response.failed", "response.incomplete", "error"})
+
+    def body(self) -> dict[str, Any]:
+        return {"model": self.model, "stream": True, "input": self.spec.prompt}
+
+    def classify(self, event: Event) -> Verdict:
+        kind = event.type
+        if kind in self.TOKEN_TYPES:  # the hot path: no JSON parsing
+            return TOKEN
+        obj = _json(event.data)
+        kind = self._event_type(event, obj)
+        if kind in self.TOKEN_TYPES:
+            return TOKEN
+        if kind == "response.completed":
+            return END
+        if kind in self.ERROR_TYPES:
+            return Verdict(error=kind + ": " + self._error_detail(obj))
+        return OTHER
+
+    @staticmethod
+    def _error_detail(obj: Any) -> str:
+        if not isinstance(obj, dict):
+            return "error"
+        response = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+        if response.get("error"):
+            return _error_text(response["error"])
+        if response.get("incomplete_details"):
+            return str(response["incomplete_details"].get("reason", "incomplete"))
+        return _error_text(obj.get("error") or obj)
+
+
+class Anthropic(Dialect):
+    name = "anthropic"
+    path = "/v1/messages"
+    default_model = "claude-3-5-haiku-latest"
+    API_VERSION = "2023-06-01"
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "max_tokens": 1024,
+            "stream": True,
+            "messages": [{"role": "user", "content": self.spec.prompt}],
+        }
+
+    def extra_headers(self) -> dict[str, str]:
+        return {"anthropic-version": self.API_VERSION}
+
+    def classify(self, event: Event) -> Verdict:
+        kind = event.type
+        if kind == "content_block_delta":
+            return TOKEN
+        if kind == "message":  # the `event:` field was lost on the way: fall back to the JSON type
+            kind = self._event_type(event, _json(event.data))
+            if kind == "content_block_delta":
+                return TOKEN
+        if kind == "message_stop":
+            return END
+        if kind == "ping":
+            return HEARTBEAT
+        if kind == "error":
+            obj = _json(event.data)
+            return Verdict(error=_error_text(obj.get("error", obj) if isinstance(obj, dict) else event.data))
+        return OTHER
+
+
+class Gemini(Dialect):
+    name = "gemini"
+    path = "/v1beta/models/{model}:streamGenerateContent"
+    default_model = "gemini-2.0-flash"
+
+    def url(self) -> str:
+        parts = urlsplit(super().url())
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if not any(k == "alt" for k, _ in query):
+            query.append(("alt", "sse"))
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def body(self) -> dict[str, Any]:
+        return {"contents": [{"role": "user", "parts": [{"text": self.spec.prompt}]}]}
+
+    def classify(self, event: Event) -> Verdict:
+        obj = _json(event.data)
+        if not isinstance(obj, dict):
+            return OTHER
+        if obj.get("error"):
+            return Verdict(error=_error_text(obj["error"]))
+        token = end = False
+        for candidate in obj.get("candidates") or ():
+            if not isinstance(candidate, dict):
+                continue
+            parts = (candidate.get("content") or {}).get("parts") or ()
+            token = token or any(isinstance(p, dict) and p.get("text") for p in parts)
+            end = end or bool(candidate.get("finishReason"))
+        return Verdict(token=token, end=end)
+
+
+class Generic(Dialect):
+    """Any SSE endpoint: every event is a token unless listed as a heartbeat; an optional terminal marker."""
+
+    name = "generic"
+    method = "GET"
+
+    def __init__(self, spec: ProbeSpec) -> None:
+        super().__init__(spec)
+        self.heartbeats = frozenset(spec.heartbeat_events)
+        self.ends_on_eof = spec.terminal_event is None and spec.terminal_data is None
+
+    def classify(self, event: Event) -> Verdict:
+        spec = self.spec
+        if event.type in self.heartbeats:
+            return HEARTBEAT
+        if (spec.terminal_event is not None and event.type == spec.terminal_event) or (
+            spec.terminal_data is not None and event.data == spec.terminal_data
+        ):
+            return END
+        return TOKEN
+
+
+DIALECTS: dict[str, type[Dialect]] = {d.name: d for d in (OpenAIChat, OpenAIResponses, Anthropic, Gemini, Generic)}
+
+
+def make_dialect(spec: ProbeSpec) -> Dialect:
+    try:
+        return DIALECTS[spec.dialect](spec)
+    except KeyError:
+        raise ValueError(f"unknown dialect {spec.dialect!r}; expected one of {', '.join(DIALECTS)}") from None

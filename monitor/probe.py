@@ -1,0 +1,357 @@
+"""One probe of one streaming endpoint: spec in, ProbeResult out. Never raises (except on cancellation)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import zlib
+from collections.abc import Iterator
+from functools import cache
+
+import certifi
+import httpx
+
+from .dialects import Dialect, make_dialect
+from .redact import redact_url, scrub, secret_values
+from .result import (
+    COMPLETED,
+    ENDED_EARLY,
+    FAILED,
+    STREAMING_HEADERS,
+    WARNING_BUFFERING,
+    WARNING_CONTENT_ENCODING,
+    WARNING_CONTENT_LENGTH,
+    WARNING_CONTENT_TYPE,
+    ProbeResult,
+    ProbeSpec,
+    alert_conditions,
+)
+from .sse import Comment, EventTooLarge, SSEDecoder
+
+MAX_TOKEN_TIMES = 100_000  # token arrival times kept per probe (gaps beyond this are still folded into max_gap)
+MAX_TRACE = 100_000  # trace entries kept per probe with --trace
+MAX_ERROR_BODY = 4096  # bytes of a non-2xx body read for the error detail
+INFLATE_PIECE = 64 * 1024  # a compressed stream is inflated in pieces of at most this size (gzip bombs)
+READ_COALESCE_SECONDS = 0.001  # body pieces arriving closer than this count as one network read
+BULK_READ_TOKENS = 4  # a read carrying this many token events or more is a burst
+BUFFERING_SHARE = 0.75  # share of token events arriving in bursts that makes buffering suspected
+BUFFERING_MIN_SECONDS = 0.5  # streams shorter than this cannot be told from a fast origin
+
+
+@cache
+def ssl_context(verify: bool) -> ssl.SSLContext:
+    """One SSL context per process and mode: building one costs ~20 ms of CPU."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _Inflater:
+    """Content-Encoding decoding in bounded pieces, so a gzip bomb cannot grow memory."""
+
+    def __init__(self, encoding: str) -> None:
+        wbits = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}[encoding]
+        self._z = zlib.decompressobj(wbits)
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        out = self._z.decompress(data, INFLATE_PIECE)
+        yield out
+        while self._z.unconsumed_tail:
+            yield self._z.decompress(self._z.unconsumed_tail, INFLATE_PIECE)
+
+
+class _Ended(Exception):
+    """The probe concluded with a failure found while reading; carries the outcome."""
+
+    def __init__(self, outcome: str, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome, self.reason, self.detail = outcome, reason, detail
+
+
+class StreamRecorder:
+    """Times and classifies what arrives: response headers, body pieces, events, comments."""
+
+    def __init__(self, spec: ProbeSpec, dialect: Dialect, result: ProbeResult, started: float) -> None:
+        self.spec, self.dialect, self.result, self.started = spec, dialect, result, started
+        self.decoder = SSEDecoder(spec.max_event_bytes)
+        self.inflater: _Inflater | None = None
+        self.concluded = False
+        self._last_byte = 0.0
+        self._last_token: float | None = None
+        self._last_read = -1.0
+        self._read_tokens = 0
+        self._burst_tokens = 0
+        self._event_stream = True
+
+    def now(self) -> float:
+        return time.perf_counter() - self.started
+
+    def conclude(self, outcome: str, reason: str, detail: str = "") -> None:
+        if not self.concluded:
+            self.concluded = True
+            r = self.result
+            r.outcome, r.reason, r.detail = outcome, reason, detail
+            r.duration_seconds = self.now()
+
+    async def on_trace(self, name: str, info: dict) -> None:
+        if name == "connection.connect_tcp.complete":
+            self.result.connect_seconds = self.now()
+        elif name == "connection.start_tls.complete":
+            self.result.tls_seconds = self.now()
+
+    def on_headers(self, response: httpx.Response) -> None:
+        r = self.result
+        r.headers_seconds = self._last_byte = self.now()
+        r.status_code = response.status_code
+        headers = response.headers
+        r.response_headers = {k: headers[k] for k in STREAMING_HEADERS if k in headers}
+        content_type = headers.get("content-type", "")
+        self._event_stream = content_type.split(";")[0].strip().lower() == "text/event-stream"
+        if not self._event_stream:
+            r.warnings.append(WARNING_CONTENT_TYPE)
+        if "content-length" in headers:
+            r.warnings.append(WARNING_CONTENT_LENGTH)
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            r.warnings.append(WARNING_CONTENT_ENCODING)
+            try:
+                self.inflater = _Inflater(encoding)
+            except KeyError:
+                raise _Ended(FAILED, "not_event_stream", f"cannot decode Content-Encoding {encoding!r}") from None
+
+    def on_body(self, raw: bytes) -> bool:
+        """One piece of the body as it arrived. Returns True when the stream reached its end (proper or error)."""
+        now = self.now()
+        r = self.result
+        if r.first_byte_seconds is None:
+            r.first_byte_seconds = now
+        silence = now - self._last_byte
+        if r.max_silence_seconds is None or silence > r.max_silence_seconds:
+            r.max_silence_seconds = silence
+        self._last_byte = now
+        r.bytes += len(raw)
+        if now - self._last_read > READ_COALESCE_SECONDS:
+            self._close_read()
+            r.reads += 1
+        self._last_read = now
+        pieces = self.inflater.pieces(raw) if self.inflater else (raw,)
+        try:
+            for piece in pieces:
+                for item in self.decoder.feed(piece):
+                    if self._on_item(item, now):
+                        return True
+        except zlib.error as exc:
+            raise _Ended(FAILED, "not_event_stream", f"the compressed body cannot be decoded: {exc}") from None
+        return False
+
+    def on_eof(self) -> None:
+        """The body ended cleanly (no reset, complete chunked encoding)."""
+        now = self.now()
+        silence = now - self._last_byte
+        r = self.result
+        if r.max_silence_seconds is None or silence > r.max_silence_seconds:
+            r.max_silence_seconds = silence
+        unfinished = self.decoder.close()
+        if r.events == 0 and r.comments == 0 and not self._event_stream:
+            self.conclude(FAILED, "not_event_stream", f"the body is not an event stream (Content-Type {r.response_headers.get('content-type', 'missing')!r})")
+        elif unfinished:
+            self.conclude(ENDED_EARLY, "no_terminal_event", "the stream ended in the middle of an event")
+        elif self.dialect.ends_on_eof:
+            self.conclude(COMPLETED, "ok")
+        else:
+            self.conclude(ENDED_EARLY, "no_terminal_event", "the stream ended cleanly before the dialect's terminal event")
+
+    def finish(self) -> None:
+        """Checks that need the whole stream: expected minimums, buffering, alerts."""
+        self._close_read()
+        r, spec = self.result, self.spec
+        if r.outcome == COMPLETED:
+            if spec.min_duration is not None and r.duration_seconds < spec.min_duration:
+                r.outcome, r.reason = ENDED_EARLY, "too_short"
+                r.detail = f"the stream lasted {r.duration_seconds:.3f} s, expected at least {spec.min_duration:g} s"
+            elif spec.min_events is not None and r.token_events < spec.min_events:
+                r.outcome, r.reason = ENDED_EARLY, "too_few_events"
+                r.detail = f"the stream carried {r.token_events} token events, expected at least {spec.min_events}"
+        if self._buffering_suspected():
+            r.warnings.append(WARNING_BUFFERING)
+        r.alerts = alert_conditions(r)
+
+    # -- internals ------------------------------------------------------------------------------------------------
+
+    def _on_item(self, item, now: float) -> bool:
+        r = self.result
+        if isinstance(item, Comment):
+            r.comments += 1
+            self._trace(now, "comment", None, None, item.text)
+            return False
+        r.events += 1
+        if r.first_event_seconds is None:
+            r.first_event_seconds = now
+        verdict = self.dialect.classify(item)
+        self._trace(now, "event", item.type, item.id, item.data)
+        if verdict.token:
+            self._on_token(now)
+        if verdict.error is not None:
+            self.conclude(ENDED_EARLY, "error_event", f"error event: {verdict.error}")
+            return True
+        if verdict.end:
+            self.conclude(COMPLETED, "ok")
+            return True
+        return False
+
+    def _on_token(self, now: float) -> None:
+        r = self.result
+        r.token_events += 1
+        self._read_tokens += 1
+        if r.ttft_seconds is None:
+            r.ttft_seconds = now
+        elif self._last_token is not None:
+            gap = now - self._last_token
+            if r.max_gap_seconds is None or gap > r.max_gap_seconds:
+                r.max_gap_seconds = gap
+        self._last_token = now
+        if len(r.token_times) < MAX_TOKEN_TIMES:
+            r.token_times.append(now)
+
+    def _close_read(self) -> None:
+        if self._read_tokens >= BULK_READ_TOKENS:
+            self._burst_tokens += self._read_tokens
+        self._read_tokens = 0
+
+    def _buffering_suspected(self) -> bool:
+        """Most token events landed in a few large bursts, on a stream long enough for that to matter."""
+        r = self.result
+        if r.token_events < BULK_READ_TOKENS or self._last_token is None or r.headers_seconds is None:
+            return False
+        lasted = self._last_token - r.headers_seconds
+        return lasted >= BUFFERING_MIN_SECONDS and self._burst_tokens >= BUFFERING_SHARE * r.token_events
+
+    def _trace(self, now: float, kind: str, event_type: str | None, event_id: str | None, data: str) -> None:
+        trace = self.result.trace
+        if trace is not None and len(trace) < MAX_TRACE:
+            trace.append({"t": round(now, 6), "kind": kind, "type": event_type, "id": event_id, "data": data})
+
+
+async def run_probe(spec: ProbeSpec) -> ProbeResult:
+    """Probe one endpoint once, on a fresh connection, and say what a user would have seen."""
+    result = ProbeResult(url=redact_url(spec.url), dialect=spec.dialect, ttft_threshold=spec.ttft_threshold)
+    if spec.trace:
+        result.trace = []
+    result.started_at = time.time()
+    recorder: StreamRecorder | None = None
+    secrets: list[str] = []
+    try:
+        dialect = make_dialect(spec)
+        request = dialect.build_request()
+        secrets = secret_values(request.headers, request.url)
+        result.url = redact_url(request.url)
+        recorder = StreamRecorder(spec, dialect, result, time.perf_counter())
+        async with asyncio.timeout(spec.timeout):
+            await _exchange(spec, request, recorder)
+    except TimeoutError:
+        _conclude(recorder, result, FAILED, "timeout", f"the stream did not end within the probe timeout of {spec.timeout:g} s")
+    except _Ended as ended:
+        _conclude(recorder, result, ended.outcome, ended.reason, ended.detail)
+    except EventTooLarge as exc:
+        _conclude(recorder, result, FAILED, "event_too_large", str(exc))
+    except httpx.HTTPError as exc:
+        outcome, reason, detail = _classify_transport_error(exc, spec, result.headers_seconds is not None)
+        _conclude(recorder, result, outcome, reason, detail)
+    except httpx.InvalidURL as exc:
+        _conclude(recorder, result, FAILED, "connect_error", f"cannot use this URL: {exc}")
+    except Exception as exc:  # a bug of ours must still become a result
+        _conclude(recorder, result, FAILED, "internal_error", f"{type(exc).__name__}: {exc}")
+    if recorder is not None:
+        recorder.finish()
+    else:
+        result.alerts = alert_conditions(result)
+    result.detail = scrub(result.detail, secrets)
+    return result
+
+
+def _conclude(recorder: StreamRecorder | None, result: ProbeResult, outcome: str, reason: str, detail: str) -> None:
+    if recorder is not None:
+        recorder.conclude(outcome, reason, detail)
+    else:
+        result.outcome, result.reason, result.detail = outcome, reason, detail
+
+
+async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder) -> None:
+    timeout = httpx.Timeout(spec.idle_timeout)
+    async with httpx.AsyncClient(verify=ssl_context(spec.verify_tls), timeout=timeout, trust_env=False) as client:
+        http_request = client.build_request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=request.content,
+            extensions={"trace": recorder.on_trace},
+        )
+        response = await client.send(http_request, stream=True)
+        try:
+            recorder.on_headers(response)
+            if not 200 <= response.status_code < 300:
+                body = await _read_some(response)
+                recorder.conclude(FAILED, "http_status", f"HTTP {response.status_code}: {body}".rstrip(": "))
+                return
+            async for chunk in response.aiter_raw():
+                if recorder.on_body(chunk):
+                    return
+            recorder.on_eof()
+        finally:
+            await response.aclose()
+
+
+async def _read_some(response: httpx.Response) -> str:
+    """The start of an error body, for the detail; bounded, and never fails the probe."""
+    data = b""
+    try:
+        async for chunk in response.aiter_raw():
+            data += chunk
+            if len(data) >= MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass
+    return data[:MAX_ERROR_BODY].decode("utf-8", "replace").strip()[:300]
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _classify_transport_error(exc: httpx.HTTPError, spec: ProbeSpec, got_headers: bool) -> tuple[str, str, str]:
+    """httpx's exception tree, mapped once onto outcomes and reasons.
+
+    TransportError -> TimeoutException -> Connect/Read/Write/PoolTimeout
+                   -> NetworkError -> Connect/Read/Write/CloseError
+                   -> ProtocolError -> Local/RemoteProtocolError
+                   -> UnsupportedProtocol, ProxyError
+    """
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ReadTimeout):
+        if got_headers:
+            return ENDED_EARLY, "idle_timeout", f"no byte for {spec.idle_timeout:g} s (the idle timeout)"
+        return FAILED, "timeout", f"no response headers within {spec.idle_timeout:g} s"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        if _is_tls_error(exc):
+            return FAILED, "tls_error", f"TLS handshake failed: {text}"
+        return FAILED, "connect_error", f"cannot connect: {text}"
+    if isinstance(exc, httpx.TimeoutException):
+        return FAILED, "timeout", f"timed out: {text}"
+    if got_headers and isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
+        return ENDED_EARLY, "connection_lost", f"the connection was lost mid-stream: {text}"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return FAILED, "protocol_error", f"the server did not answer with valid HTTP: {text}"
+    if isinstance(exc, httpx.NetworkError):
+        return FAILED, "connect_error", f"the connection failed before the response: {text}"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return FAILED, "connect_error", f"cannot use this URL: {text}"
+    return FAILED, "internal_error", f"{type(exc).__name__}: {text}"

@@ -1,0 +1,48 @@
+"""Rendering a ProbeResult for people (a terminal, a CI log) and for machines (one JSON object)."""
+
+from __future__ import annotations
+
+import json
+
+from .result import ProbeResult
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
+
+
+def summary(result: ProbeResult) -> str:
+    r = result
+    status = f"HTTP {r.status_code}" if r.status_code is not None else "no response"
+    lines = [
+        f"{r.dialect} {r.url}",
+        f"  outcome      {r.outcome} ({r.reason}), {status}",
+    ]
+    if r.detail:
+        lines.append(f"  why          {r.detail}")
+    lines += [
+        f"  TTFT         {_s(r.ttft_seconds)}  (threshold {r.ttft_threshold:g} s)",
+        f"  first byte   {_s(r.first_byte_seconds)}  first event {_s(r.first_event_seconds)}  headers {_s(r.headers_seconds)}",
+        f"  duration     {_s(r.duration_seconds)}  {r.token_events} token events, {r.events} events, "
+        f"{r.comments} comments, {_size(r.bytes)} in {r.reads} reads",
+        f"  max gap      {_s(r.max_gap_seconds)}  max silence {_s(r.max_silence_seconds)}",
+        f"  warnings     {', '.join(r.warnings) or 'none'}",
+        f"  alerts       {', '.join(r.alerts) or 'none'}",
+    ]
+    if r.response_headers:
+        shown = ", ".join(f"{k}: {v}" for k, v in r.response_headers.items())
+        lines.insert(2, f"  headers      {shown}")
+    lines.append("ALERT: " + ", ".join(r.alerts) if r.alerts else "OK: healthy")
+    return "\n".join(lines)
+
+
+def to_json(result: ProbeResult) -> str:
+    out = result.to_dict()
+    for key, value in out.items():
+        if isinstance(value, float) and key != "started_at":
+            out[key] = round(value, 6)
+    return json.dumps(out, ensure_ascii=False)

@@ -1,0 +1,172 @@
+"""The probe's input (ProbeSpec) and its one output (ProbeResult), with every outcome, reason, warning and alert name."""
+
+from __future__ import annotations
+
+import dataclasses
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+# ---- outcomes and reasons -------------------------------------------------------------------------------------------
+
+COMPLETED = "completed"
+ENDED_EARLY = "ended_early"
+FAILED = "failed"
+
+REASONS: dict[str, tuple[str, ...]] = {
+    COMPLETED: ("ok",),
+    ENDED_EARLY: (
+        "no_terminal_event",  # clean EOF before the dialect's end of stream
+        "connection_lost",  # reset, incomplete chunked body, peer vanished mid-stream
+        "idle_timeout",  # no byte at all for the idle timeout
+        "error_event",  # the stream carried the dialect's error event
+        "too_short",  # ended properly, but lasted less than the expected minimum
+        "too_few_events",  # ended properly, but carried fewer token events than expected
+    ),
+    FAILED: (
+        "connect_error",
+        "tls_error",
+        "http_status",  # non-2xx response (status_code is kept)
+        "timeout",  # no response in time, or the stream did not end within the probe timeout
+        "not_event_stream",  # a 2xx whose body is not an event stream
+        "protocol_error",  # the peer did not speak valid HTTP
+        "event_too_large",  # a line or an event exceeded the decoder's limit
+        "internal_error",  # a bug in sse-monitor: reported, never raised
+    ),
+}
+OUTCOMES = tuple(REASONS)
+
+# ---- warnings -------------------------------------------------------------------------------------------------------
+
+WARNING_CONTENT_TYPE = "content_type_not_event_stream"
+WARNING_CONTENT_ENCODING = "compressed_stream"
+WARNING_CONTENT_LENGTH = "content_length_on_stream"
+WARNING_BUFFERING = "buffering_suspected"
+WARNING_EVENT_LOOP_LAG = "event_loop_lag"
+WARNINGS = (
+    WARNING_CONTENT_TYPE,
+    WARNING_CONTENT_ENCODING,
+    WARNING_CONTENT_LENGTH,
+    WARNING_BUFFERING,
+    WARNING_EVENT_LOOP_LAG,
+)
+
+# ---- alert conditions -----------------------------------------------------------------------------------------------
+
+ALERT_TTFT_HIGH = "SSEProbeTTFTHigh"
+ALERT_ENDED_EARLY = "SSEProbeStreamEndedEarly"
+ALERT_FAILED = "SSEProbeFailed"
+ALERTS = (ALERT_TTFT_HIGH, ALERT_ENDED_EARLY, ALERT_FAILED)
+
+DEFAULT_PROMPT = "Write the numbers from 1 to 300, one per line."
+DEFAULT_TTFT_THRESHOLD = 2.0
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_IDLE_TIMEOUT = 90.0
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+# Response headers that matter for streaming; only these are reported.
+STREAMING_HEADERS = (
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "transfer-encoding",
+    "cache-control",
+    "x-accel-buffering",
+    "connection",
+    "server",
+    "via",
+)
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """Everything one probe needs: where, how to ask, and what a healthy stream looks like."""
+
+    url: str
+    dialect: str = "openai-chat"
+    prompt: str = DEFAULT_PROMPT
+    model: str | None = None  # None: the dialect's default model
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None  # explicit request body; replaces the dialect's
+    method: str | None = None  # None: the dialect's method
+    ttft_threshold: float = DEFAULT_TTFT_THRESHOLD
+    min_duration: float | None = None
+    min_events: int | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    # generic dialect only
+    heartbeat_events: tuple[str, ...] = ()
+    terminal_event: str | None = None
+    terminal_data: str | None = None
+    verify_tls: bool = True
+    trace: bool = False
+
+
+@dataclass
+class ProbeResult:
+    """What one probe saw. Times are seconds since the probe started its request, None when the moment never came."""
+
+    url: str
+    dialect: str
+    outcome: str = FAILED
+    reason: str = "internal_error"
+    detail: str = ""  # a human sentence on why, for failures and early ends
+    status_code: int | None = None
+    started_at: float = 0.0  # wall clock (unix seconds) when the request started
+    connect_seconds: float | None = None  # TCP connection established
+    tls_seconds: float | None = None  # TLS handshake done (https only)
+    headers_seconds: float | None = None
+    first_byte_seconds: float | None = None
+    first_event_seconds: float | None = None
+    ttft_seconds: float | None = None
+    duration_seconds: float = 0.0
+    events: int = 0  # dispatched events, of every kind
+    token_events: int = 0
+    comments: int = 0
+    bytes: int = 0  # body bytes as received (before any decompression)
+    reads: int = 0  # network reads that carried body bytes
+    max_gap_seconds: float | None = None  # longest gap between consecutive token events
+    max_silence_seconds: float | None = None  # longest time without any byte after the response headers
+    ttft_threshold: float = DEFAULT_TTFT_THRESHOLD
+    alerts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    response_headers: dict[str, str] = field(default_factory=dict)
+    # arrival time of each token event (bounded; see probe.MAX_TOKEN_TIMES); gaps are derived from it
+    token_times: array = field(default_factory=lambda: array("d"), repr=False)
+    trace: list[dict[str, Any]] | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return not self.alerts
+
+    def token_gaps(self) -> list[float]:
+        """Gaps between consecutive token events, in arrival order."""
+        t = self.token_times
+        return [t[i] - t[i - 1] for i in range(1, len(t))]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("token_times", "trace")}
+        if self.trace is not None:
+            out["trace"] = self.trace
+        return out
+
+
+def alert_conditions(result: ProbeResult) -> list[str]:
+    """The alert conditions that hold for one finished probe.
+
+    TTFT is high when the first token came after the threshold, or when the response was open past the threshold
+    without a token. A probe that never got a response is only `failed`, so one fault does not page twice.
+    """
+    alerts = []
+    ttft, threshold = result.ttft_seconds, result.ttft_threshold
+    if ttft is not None:
+        if ttft > threshold:
+            alerts.append(ALERT_TTFT_HIGH)
+    elif result.headers_seconds is not None and result.duration_seconds > threshold:
+        alerts.append(ALERT_TTFT_HIGH)
+    if result.outcome == ENDED_EARLY:
+        alerts.append(ALERT_ENDED_EARLY)
+    elif result.outcome == FAILED:
+        alerts.append(ALERT_FAILED)
+    return alerts
