@@ -90,6 +90,7 @@ def spec_from_args(args: argparse.Namespace) -> ProbeSpec:
         heartbeat_events=tuple(args.heartbeat_event),
         terminal_event=args.terminal_event,
         terminal_data=args.terminal_data,
+        error_event=args.error_event,
         verify_tls=not args.insecure,
         trace=args.trace,
     )
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-event", action="append", default=[], metavar="TYPE", help="generic: an event type that is a heartbeat")
     p.add_argument("--terminal-event", metavar="TYPE", help="generic: the event type that ends the stream")
     p.add_argument("--terminal-data", metavar="DATA", help="generic: the data value that ends the stream")
+    p.add_argument("--error-event", metavar="TYPE", help="generic: the event type that ends the stream with an error")
     p.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true", help="with --json: every event and comment with its arrival time")

@@ -256,7 +256,7 @@ class Gemini(Dialect):
 
 
 class Generic(Dialect):
-    """Any SSE endpoint: every event is a token unless listed as a heartbeat; an optional terminal marker."""
+    """Any SSE endpoint: every event is a token unless listed as a heartbeat; optional terminal and error markers."""
 
     name = "generic"
     method = "GET"
@@ -270,6 +270,8 @@ class Generic(Dialect):
         spec = self.spec
         if event.type in self.heartbeats:
             return HEARTBEAT
+        if spec.error_event is not None and event.type == spec.error_event:
+            return Verdict(error=event.data[:300] or event.type)
         if (spec.terminal_event is not None and event.type == spec.terminal_event) or (
             spec.terminal_data is not None and event.data == spec.terminal_data
         ):

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 from functools import cache
 
 import certifi
+import httpcore  # imported here, not lazily inside the first timed request
 import httpx
+
+try:  # what httpcore and anyio load on the first connection: their imports must not count as connect time
+    import anyio._backends._asyncio  # noqa: F401
+    import httpcore._backends.anyio  # noqa: F401
+except ImportError:  # pragma: no cover - only a warm-up
+    pass
 
 from .dialects import Dialect, make_dialect
 from .redact import redact_url, scrub, secret_values
@@ -74,8 +81,9 @@ class _Ended(Exception):
 class StreamRecorder:
     """Times and classifies what arrives: response headers, body pieces, events, comments."""
 
-    def __init__(self, spec: ProbeSpec, dialect: Dialect, result: ProbeResult, started: float) -> None:
-        self.spec, self.dialect, self.result, self.started = spec, dialect, result, started
+    def __init__(self, spec: ProbeSpec, dialect: Dialect, result: ProbeResult) -> None:
+        self.spec, self.dialect, self.result = spec, dialect, result
+        self.started = time.perf_counter()  # set again by start(), the moment the request goes out
         self.decoder = SSEDecoder(spec.max_event_bytes)
         self.inflater: _Inflater | None = None
         self.concluded = False
@@ -86,6 +94,11 @@ class StreamRecorder:
         self._burst_tokens = 0
         self._event_stream = True
 
+    def start(self) -> None:
+        """The request starts now: the one clock every time in the result is measured from."""
+        self.started = time.perf_counter()
+        self.result.started_at = time.time()
+
     def now(self) -> float:
         return time.perf_counter() - self.started
 
@@ -94,7 +107,9 @@ class StreamRecorder:
             self.concluded = True
             r = self.result
             r.outcome, r.reason, r.detail = outcome, reason, detail
-            r.duration_seconds = self.now()
+            r.duration_seconds = now = self.now()
+            if r.headers_seconds is not None:  # the silence before the end counts too (e.g. an idle timeout)
+                self._silence_until(now)
 
     async def on_trace(self, name: str, info: dict) -> None:
         if name == "connection.connect_tcp.complete":
@@ -128,9 +143,7 @@ class StreamRecorder:
         r = self.result
         if r.first_byte_seconds is None:
             r.first_byte_seconds = now
-        silence = now - self._last_byte
-        if r.max_silence_seconds is None or silence > r.max_silence_seconds:
-            r.max_silence_seconds = silence
+        self._silence_until(now)
         self._last_byte = now
         r.bytes += len(raw)
         if now - self._last_read > READ_COALESCE_SECONDS:
@@ -149,11 +162,7 @@ class StreamRecorder:
 
     def on_eof(self) -> None:
         """The body ended cleanly (no reset, complete chunked encoding)."""
-        now = self.now()
-        silence = now - self._last_byte
         r = self.result
-        if r.max_silence_seconds is None or silence > r.max_silence_seconds:
-            r.max_silence_seconds = silence
         unfinished = self.decoder.close()
         if r.events == 0 and r.comments == 0 and not self._event_stream:
             self.conclude(FAILED, "not_event_stream", f"the body is not an event stream (Content-Type {r.response_headers.get('content-type', 'missing')!r})")
@@ -180,6 +189,11 @@ class StreamRecorder:
         r.alerts = alert_conditions(r)
 
     # -- internals ------------------------------------------------------------------------------------------------
+
+    def _silence_until(self, now: float) -> None:
+        silence = now - self._last_byte
+        if self.result.max_silence_seconds is None or silence > self.result.max_silence_seconds:
+            self.result.max_silence_seconds = silence
 
     def _on_item(self, item, now: float) -> bool:
         r = self.result
@@ -248,9 +262,9 @@ async def run_probe(spec: ProbeSpec) -> ProbeResult:
         request = dialect.build_request()
         secrets = secret_values(request.headers, request.url)
         result.url = redact_url(request.url)
-        recorder = StreamRecorder(spec, dialect, result, time.perf_counter())
-        async with asyncio.timeout(spec.timeout):
-            await _exchange(spec, request, recorder)
+        recorder = StreamRecorder(spec, dialect, result)
+        async with asyncio.timeout(spec.timeout) as deadline:
+            await _exchange(spec, request, recorder, deadline)
     except TimeoutError:
         _conclude(recorder, result, FAILED, "timeout", f"the stream did not end within the probe timeout of {spec.timeout:g} s")
     except _Ended as ended:
@@ -279,7 +293,7 @@ def _conclude(recorder: StreamRecorder | None, result: ProbeResult, outcome: str
         result.outcome, result.reason, result.detail = outcome, reason, detail
 
 
-async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder) -> None:
+async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline: asyncio.Timeout) -> None:
     timeout = httpx.Timeout(spec.idle_timeout)
     async with httpx.AsyncClient(verify=ssl_context(spec.verify_tls), timeout=timeout, trust_env=False) as client:
         http_request = client.build_request(
@@ -289,6 +303,8 @@ async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder) -> None:
             content=request.content,
             extensions={"trace": recorder.on_trace},
         )
+        recorder.start()
+        deadline.reschedule(asyncio.get_running_loop().time() + spec.timeout)
         response = await client.send(http_request, stream=True)
         try:
             recorder.on_headers(response)

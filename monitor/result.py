@@ -99,6 +99,7 @@ class ProbeSpec:
     heartbeat_events: tuple[str, ...] = ()
     terminal_event: str | None = None
     terminal_data: str | None = None
+    error_event: str | None = None  # an event type that ends the stream with an error
     verify_tls: bool = True
     trace: bool = False
 

@@ -129,6 +129,9 @@ def test_generic_tokens_heartbeats_and_terminal_markers():
     by_data = make_dialect(ProbeSpec(url="http://h", dialect="generic", terminal_data="[DONE]"))
     assert by_data.classify(Event("message", "[DONE]")).end
     assert make_dialect(ProbeSpec(url="http://h", dialect="generic")).ends_on_eof
+    with_error = make_dialect(ProbeSpec(url="http://h", dialect="generic", error_event="failure"))
+    assert with_error.classify(Event("failure", "model crashed")).error == "model crashed"
+    assert with_error.classify(Event("error", "x")).token  # only the configured type is an error
 
 
 def test_unknown_dialect_is_a_clear_error():

@@ -1,0 +1,86 @@
+"""Shared fixtures: the project's simulator on a loopback port, free ports, and real server binaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_binary(name: str, *candidates: str) -> str:
+    """The path of a real server binary. Locally a missing one skips the test; under CI=true it fails it."""
+    for candidate in (name, *candidates):
+        path = shutil.which(candidate) or (candidate if os.path.isabs(candidate) and os.access(candidate, os.X_OK) else None)
+        if path:
+            return path
+    message = f"{name} is not installed (scripts/test installs it with apt-get)"
+    if IN_CI:
+        pytest.fail(message + " — integration tests must not skip in CI")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with status {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def sse_monitor(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the real `sse-monitor` command line."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def probe_json(url: str, *args: str, timeout: float = 60) -> tuple[int, dict]:
+    """`sse-monitor probe --json URL ARGS`: (exit status, the JSON object)."""
+    proc = sse_monitor("probe", "--json", url, *args, timeout=timeout)
+    assert proc.stdout.strip(), f"no output; stderr: {proc.stderr}"
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[str]:
+    """The project's simulator as its own process, as users run it. Yields its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "simulate", "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"simulator did not start: {line!r} {proc.stderr.read()}")
+    base = line.rsplit(" ", 1)[-1].strip()
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
