@@ -1,0 +1,695 @@
+"""A reference slow-LLM origin: four LLM wire formats and a generic one, with every timing and fault on demand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import os
+import socket
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from .serving import AppServer
+
+DIALECT_PATHS: dict[str, str] = {
+    "openai-chat": "/v1/chat/completions",
+    "openai-responses": "/v1/responses",
+    "anthropic": "/v1/messages",
+    "gemini": "/v1beta/models/sim-1:streamGenerateContent",
+    "generic": "/v1/stream",
+}
+DEFAULT_MODEL = "sim-1"
+EVENT_STREAM = "text/event-stream; charset=utf-8"
+PROMPT_TOKENS = 10  # what the usage blocks claim for the prompt
+PIECE = 64 * 1024  # bodies of hostile modes go out in pieces of this size
+LINE_ENDINGS = {"lf": "\n", "crlf": "\r\n", "cr": "\r"}
+NEVER_UTF8 = bytes(range(0xF5, 0x100)) + b"\xc0\xc1"  # byte values that never occur in valid UTF-8
+GARBAGE_TABLE = bytes(NEVER_UTF8[i % len(NEVER_UTF8)] for i in range(256))
+
+Event = tuple[str | None, Any]  # (`event:` field or None, data: a dict sent as JSON, or a literal string)
+Step = tuple[str, int]  # (kind, count): preamble, huge, heartbeat, token, end, error, drop
+
+
+class SimulatedDrop(Exception):
+    """Raised inside a response body so that uvicorn cuts the connection without finishing the body."""
+
+
+# ---- parameters ------------------------------------------------------------------------------------------------------
+
+
+def _number(raw: str, kind: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"expected {expected}")
+    return value
+
+
+def _seconds(raw: str) -> float:
+    return _number(raw, float, lambda x: x >= 0, "a number of seconds >= 0")
+
+
+def _rate(raw: str) -> float:
+    return _number(raw, float, lambda x: x > 0, "a number of tokens per second > 0")
+
+
+def _count(raw: str) -> int:
+    return _number(raw, int, lambda x: x >= 0, "an integer >= 0")
+
+
+def _status(raw: str) -> int:
+    return _number(raw, int, lambda x: 400 <= x <= 599, "an HTTP status from 400 to 599")
+
+
+def _flag(raw: str) -> bool:
+    value = {"0": False, "1": True, "false": False, "true": True}.get(raw.strip().lower())
+    if value is None:
+        raise ValueError("expected 0 or 1")
+    return value
+
+
+def _line_ending(raw: str) -> str:
+    if raw.strip().lower() not in LINE_ENDINGS:
+        raise ValueError("expected lf, crlf or cr")
+    return LINE_ENDINGS[raw.strip().lower()]
+
+
+def _header_value(raw: str) -> str:
+    if not (raw.isascii() and raw.isprintable()):
+        raise ValueError("expected printable ASCII (it becomes a response header)")
+    return raw
+
+
+def _param(default: Any, parse: Callable[[str], Any]) -> Any:
+    return dataclasses.field(default=default, metadata={"parse": parse})
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """One request's behaviour, from query parameters or `X-Sim-<Name>` headers."""
+
+    ttft: float = _param(0.2, _seconds)
+    tokens: int = _param(20, _count)
+    endless: bool = _param(False, _flag)
+    rate: float = _param(20.0, _rate)
+    pause_after: int | None = _param(None, _count)
+    pause: float = _param(0.0, _seconds)
+    heartbeat: float = _param(0.0, _seconds)
+    drop_after: int | None = _param(None, _count)
+    no_terminal: bool = _param(False, _flag)
+    error_after: int | None = _param(None, _count)
+    status: int | None = _param(None, _status)
+    line_ending: str = _param("\n", _line_ending)
+    headers_delay: float = _param(0.0, _seconds)
+    content_type: str | None = _param(None, _header_value)
+    gzip: bool = _param(False, _flag)
+    content_length: bool = _param(False, _flag)
+    x_accel_buffering: str | None = _param(None, _header_value)
+    huge_line: int = _param(0, _count)
+    garbage: int = _param(0, _count)
+    gzip_bomb: int = _param(0, _count)
+    redirect: str | None = _param(None, _header_value)
+
+
+class BadParam(ValueError):
+    """An invalid parameter value; the message names the parameter."""
+
+
+def parse_params(query: Any, headers: Any) -> Params:
+    """Parameters from the query (which wins) or the `X-Sim-*` headers; raises BadParam naming the culprit."""
+    values = {}
+    for f in dataclasses.fields(Params):
+        dashed = "x-sim-" + f.name.replace("_", "-")
+        raw = query.get(f.name, headers.get(dashed, headers.get("x-sim-" + f.name)))
+        if raw is None:
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except ValueError as exc:
+            raise BadParam(f"invalid value {raw!r} for parameter {f.name!r}: {exc}") from None
+    params = Params(**values)
+    if params.pause > 0 and params.pause_after is None:
+        raise BadParam("parameter 'pause_after' is required with 'pause'")
+    if params.content_length and params.endless and params.drop_after is None and params.error_after is None:
+        raise BadParam("parameter 'content_length' cannot buffer an endless stream (add drop_after or error_after)")
+    return params
+
+
+# ---- the timeline: when each step of a stream is due -----------------------------------------------------------------
+
+
+class _Clock:
+    """Sleeps until absolute loop-clock deadlines, yielding the heartbeats that fall due meanwhile."""
+
+    def __init__(self, heartbeat: float, instant: bool) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.start = self.loop.time()
+        self.instant = instant
+        self.heartbeat = heartbeat
+        self.next_beat = self.start + heartbeat if heartbeat > 0 and not instant else math.inf
+
+    async def until(self, deadline: float) -> AsyncIterator[Step]:
+        if self.instant:
+            return
+        while self.next_beat < deadline:
+            await self._sleep_until(self.next_beat)
+            yield ("heartbeat", 0)
+            self.next_beat += self.heartbeat
+            now = self.loop.time()
+            while self.next_beat <= now:  # skip the beats a slow reader made us miss
+                self.next_beat += self.heartbeat
+        await self._sleep_until(deadline)
+
+    async def _sleep_until(self, deadline: float) -> None:
+        while (left := deadline - self.loop.time()) > 0:  # timers may fire a little early (uvloop: whole ms)
+            await asyncio.sleep(left)
+
+
+def _token_time(p: Params, first: float, i: int) -> float:
+    """When token i (1-based) is due: paced from the first token, shifted by the pause after token pause_after."""
+    paused = p.pause if p.pause_after is not None and i > p.pause_after else 0.0
+    return first + (i - 1) / p.rate + paused
+
+
+async def timeline(p: Params, t0: float, instant: bool = False) -> AsyncIterator[Step]:
+    """The steps of one stream, each yielded when it is due (at once when instant): the only timing logic."""
+    clock = _Clock(p.heartbeat, instant)
+    yield ("preamble", 0)
+    if p.huge_line:
+        yield ("huge", p.huge_line)
+    first = max(t0 + p.ttft, clock.start)
+    sent = 0
+    while (p.endless or sent < p.tokens) and sent != p.drop_after and sent != p.error_after:
+        sent += 1
+        async for beat in clock.until(_token_time(p, first, sent)):
+            yield beat
+        yield ("token", sent)
+    if sent == p.drop_after:
+        yield ("drop", sent)
+    elif sent == p.error_after:
+        yield ("error", sent)
+    elif not p.no_terminal:
+        async for beat in clock.until(first):  # with no token at all, the end comes when the first token would have
+            yield beat
+        yield ("end", sent)
+
+
+# ---- wire formats ----------------------------------------------------------------------------------------------------
+
+
+def _text_of(n: int) -> str:
+    return "".join(f"{i}\n" for i in range(1, n + 1))
+
+
+class Format:
+    """One wire format: the events of each timeline step, and its JSON bodies for errors and non-streamed replies."""
+
+    def __init__(self, model: str, body: dict[str, Any]) -> None:
+        self.model = model
+        self.body = body
+        self.created = int(time.time())
+
+    def preamble(self, n: int) -> list[Event]:
+        return []
+
+    def token(self, i: int) -> list[Event]:
+        raise NotImplementedError
+
+    def end(self, n: int) -> list[Event]:
+        raise NotImplementedError
+
+    def error(self, n: int) -> list[Event]:
+        raise NotImplementedError
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def whole(self, n: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def _openai_error(status: int, message: str) -> dict[str, Any]:
+    kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
+    code = "rate_limit_exceeded" if status == 429 else None
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+class OpenAIChat(Format):
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return {**self._envelope(), "choices": [choice]}
+
+    def _envelope(self) -> dict[str, Any]:
+        return {"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+
+    def _usage(self, n: int) -> dict[str, int]:
+        return {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+
+    def preamble(self, n: int) -> list[Event]:
+        return [(None, self._chunk({"role": "assistant", "content": ""}))]
+
+    def token(self, i: int) -> list[Event]:
+        return [(None, self._chunk({"content": f"{i}\n"}))]
+
+    def end(self, n: int) -> list[Event]:
+        events: list[Event] = [(None, self._chunk({}, "stop"))]
+        options = self.body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            events.append((None, {**self._envelope(), "choices": [], "usage": self._usage(n)}))
+        return [*events, (None, "[DONE]")]
+
+    def error(self, n: int) -> list[Event]:
+        return [(None, {"error": {"message": "simulated server error", "type": "server_error", "code": None}})]
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return _openai_error(status, message)
+
+    def whole(self, n: int) -> dict[str, Any]:
+        choice = {"index": 0, "message": {"role": "assistant", "content": _text_of(n)}, "finish_reason": "stop"}
+        return {**self._envelope(), "object": "chat.completion", "choices": [choice], "usage": self._usage(n)}
+
+
+class OpenAIResponses(Format):
+    WHERE = {"item_id": "msg_sim", "output_index": 0, "content_index": 0}  # the one text part of the one message
+
+    def __init__(self, model: str, body: dict[str, Any]) -> None:
+        super().__init__(model, body)
+        self.sequence = itertools.count()
+
+    def _event(self, kind: str, **fields: Any) -> Event:
+        return (kind, {"type": kind, "sequence_number": next(self.sequence), **fields})
+
+    def _response(self, status: str, n: int = 0, **extra: Any) -> dict[str, Any]:
+        output = [self._item("completed", n)] if status == "completed" else []
+        response = {"id": "resp_sim", "object": "response", "created_at": self.created, "status": status}
+        return {**response, "model": self.model, "output": output, **extra}
+
+    def _item(self, status: str, n: int | None = None) -> dict[str, Any]:
+        content = [] if n is None else [self._part(n)]
+        return {"id": "msg_sim", "type": "message", "status": status, "role": "assistant", "content": content}
+
+    def _part(self, n: int) -> dict[str, Any]:
+        return {"type": "output_text", "text": _text_of(n), "annotations": []}
+
+    def _usage(self, n: int) -> dict[str, int]:
+        return {"input_tokens": PROMPT_TOKENS, "output_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+
+    def preamble(self, n: int) -> list[Event]:
+        return [
+            self._event("response.created", response=self._response("in_progress")),
+            self._event("response.in_progress", response=self._response("in_progress")),
+            self._event("response.output_item.added", output_index=0, item=self._item("in_progress")),
+            self._event("response.content_part.added", **self.WHERE, part=self._part(0)),
+        ]
+
+    def token(self, i: int) -> list[Event]:
+        return [self._event("response.output_text.delta", **self.WHERE, delta=f"{i}\n")]
+
+    def end(self, n: int) -> list[Event]:
+        return [
+            self._event("response.output_text.done", **self.WHERE, text=_text_of(n)),
+            self._event("response.content_part.done", **self.WHERE, part=self._part(n)),
+            self._event("response.output_item.done", output_index=0, item=self._item("completed", n)),
+            self._event("response.completed", response=self._response("completed", n, usage=self._usage(n))),
+        ]
+
+    def error(self, n: int) -> list[Event]:
+        failure = {"code": "server_error", "message": "simulated server error"}
+        return [self._event("response.failed", response=self._response("failed", error=failure))]
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return _openai_error(status, message)
+
+    def whole(self, n: int) -> dict[str, Any]:
+        return self._response("completed", n, usage=self._usage(n))
+
+
+ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+TEXT_BLOCK = {"type": "text", "text": ""}
+
+
+class Anthropic(Format):
+    def _message(self, content: list[Any], stop: str | None, n: int) -> dict[str, Any]:
+        message = {"id": "msg_sim", "type": "message", "role": "assistant", "model": self.model, "content": content}
+        usage = {"input_tokens": PROMPT_TOKENS, "output_tokens": n}
+        return {**message, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+
+    def preamble(self, n: int) -> list[Event]:
+        return [
+            ("message_start", {"type": "message_start", "message": self._message([], None, 1)}),
+            ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": TEXT_BLOCK}),
+            ("ping", {"type": "ping"}),
+        ]
+
+    def token(self, i: int) -> list[Event]:
+        delta = {"type": "text_delta", "text": f"{i}\n"}
+        return [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})]
+
+    def end(self, n: int) -> list[Event]:
+        delta = {"stop_reason": "end_turn", "stop_sequence": None}
+        return [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta", "delta": delta, "usage": {"output_tokens": n}}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+
+    def error(self, n: int) -> list[Event]:
+        return [("error", self.error_body(529, "Overloaded"))]
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        kind = ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+
+    def whole(self, n: int) -> dict[str, Any]:
+        return self._message([{"type": "text", "text": _text_of(n)}], "end_turn", n)
+
+
+GEMINI_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class Gemini(Format):
+    def _chunk(self, text: str, n: int | None = None) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+        if n is None:
+            return {"candidates": [{**candidate, "index": 0}], "modelVersion": self.model}
+        usage = {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": n, "totalTokenCount": PROMPT_TOKENS + n}
+        candidate = {**candidate, "finishReason": "STOP", "index": 0}
+        return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": self.model}
+
+    def token(self, i: int) -> list[Event]:
+        return [(None, self._chunk(f"{i}\n"))]
+
+    def end(self, n: int) -> list[Event]:
+        return [(None, self._chunk("", n))]
+
+    def error(self, n: int) -> list[Event]:
+        return [(None, self.error_body(503, "The model is overloaded."))]
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        kind = GEMINI_STATUSES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+        return {"error": {"code": status, "message": message, "status": kind}}
+
+    def whole(self, n: int) -> dict[str, Any]:
+        return self._chunk(_text_of(n), n)
+
+
+class Generic(Format):
+    def token(self, i: int) -> list[Event]:
+        return [(None, {"token": f"{i}\n"})]
+
+    def end(self, n: int) -> list[Event]:
+        return [("done", {})]
+
+    def error(self, n: int) -> list[Event]:
+        return [("error", {"message": "simulated server error"})]
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {"error": {"status": status, "message": message}}
+
+    def whole(self, n: int) -> dict[str, Any]:
+        return {"text": _text_of(n), "tokens": n}
+
+
+# ---- bodies ----------------------------------------------------------------------------------------------------------
+
+
+def encode_event(event: Event, eol: bytes) -> bytes:
+    """One event on the wire; a dict's JSON gets `sim_sent`, the send time on the system-wide monotonic clock."""
+    name, data = event
+    if isinstance(data, dict):
+        data = json.dumps({**data, "sim_sent": time.monotonic()}, separators=(",", ":"))
+    head = b"event: " + name.encode() + eol if name else b""
+    return head + b"data: " + data.encode() + eol + eol
+
+
+def _pieces(total: int, size: int = PIECE) -> Iterator[int]:
+    for start in range(0, total, size):
+        yield min(size, total - start)
+
+
+def _huge_line(size: int, eol: bytes) -> Iterator[bytes]:
+    """One `data:` line of `size` bytes (its terminator aside), as an event of its own."""
+    yield b"data: "
+    for n in _pieces(max(0, size - len(b"data: "))):
+        yield b"x" * n
+    yield eol + eol
+
+
+async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False) -> AsyncIterator[bytes]:
+    """The bytes of a stream, one chunk per timeline step, each produced when its step is due."""
+    eol = p.line_ending.encode()
+    render = {"preamble": fmt.preamble, "token": fmt.token, "end": fmt.end, "error": fmt.error}
+    async for kind, n in timeline(p, t0, instant):
+        if kind == "drop":
+            raise SimulatedDrop
+        if kind == "heartbeat":
+            yield b": ping" + eol + eol
+        elif kind == "huge":
+            for piece in _huge_line(n, eol):
+                yield piece
+        else:
+            events = render[kind](n)
+            if events:
+                yield b"".join(encode_event(e, eol) for e in events)
+
+
+async def gzipped(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Gzip a stream, flushing after every chunk so it still streams; a drop leaves the gzip member unfinished."""
+    z = zlib.compressobj(wbits=31)
+    async for chunk in chunks:
+        yield z.compress(chunk) + z.flush(zlib.Z_SYNC_FLUSH)
+    yield z.flush()
+
+
+async def garbage(size: int) -> AsyncIterator[bytes]:
+    for n in _pieces(size):
+        yield os.urandom(n).translate(GARBAGE_TABLE)
+
+
+async def gzip_bomb(size: int) -> AsyncIterator[bytes]:
+    """A gzip member that inflates to `size` bytes of `a`, compressed a block at a time."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = memoryview(b"a" * (1 << 20))
+    for n in _pieces(size, len(block)):
+        out = z.compress(block[:n])
+        if out:
+            yield out
+        await asyncio.sleep(0)
+    yield z.flush()
+
+
+async def _all_at_once(body: bytes, dropped: bool) -> AsyncIterator[bytes]:
+    yield body
+    if dropped:
+        raise SimulatedDrop
+
+
+async def buffered(chunks: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+    """The whole stream at once with a Content-Length; a dropped one announces a byte more than it sends."""
+    parts, dropped = [], False
+    try:
+        async for chunk in chunks:
+            parts.append(chunk)
+    except SimulatedDrop:
+        dropped = True
+    body = b"".join(parts)
+    return Stream(_all_at_once(body, dropped), {**headers, "content-length": str(len(body) + dropped)})
+
+
+class Stream(Response):
+    """A streamed body that stops as soon as the client goes away, and may end in a SimulatedDrop."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str], status_code: int = 200) -> None:
+        self.chunks = chunks
+        self.status_code = status_code
+        self.background = None
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        dropped = False
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+            try:
+                await self._send_all(send)
+            except SimulatedDrop:
+                dropped = True
+            tasks.cancel_scope.cancel()
+        if dropped:
+            raise SimulatedDrop
+
+    async def _send_all(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async with contextlib.aclosing(self.chunks) as chunks:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await asyncio.sleep(0)  # let a disconnect be noticed even when the body never waits
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+# ---- the app ---------------------------------------------------------------------------------------------------------
+
+
+async def respond(p: Params, fmt: Format, t0: float) -> Response:
+    """The response to one request whose parameters are valid, once its headers are due."""
+    if p.redirect is not None:
+        return RedirectResponse(p.redirect, status_code=302)
+    if p.status is not None:
+        return JSONResponse(fmt.error_body(p.status, f"simulated error (HTTP {p.status})"), status_code=p.status)
+    headers = {"cache-control": "no-cache", "content-type": p.content_type or EVENT_STREAM}
+    if p.x_accel_buffering is not None:
+        headers["x-accel-buffering"] = p.x_accel_buffering
+    if p.garbage:
+        return Stream(garbage(p.garbage), headers)
+    if p.gzip_bomb:
+        return Stream(gzip_bomb(p.gzip_bomb), {**headers, "content-encoding": "gzip"})
+    if "json" in headers["content-type"].lower():
+        return Response(json.dumps(fmt.whole(p.tokens)), headers=headers)
+    chunks = event_stream(p, fmt, t0, instant=p.content_length)
+    if p.gzip:
+        chunks, headers["content-encoding"] = gzipped(chunks), "gzip"
+    return await buffered(chunks, headers) if p.content_length else Stream(chunks, headers)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _endpoint(format_class: type[Format]) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        t0 = asyncio.get_running_loop().time()
+        body = await _json_body(request)
+        fmt = format_class(str(request.path_params.get("model") or body.get("model") or DEFAULT_MODEL), body)
+        try:
+            p = parse_params(request.query_params, request.headers)
+        except BadParam as exc:
+            return JSONResponse(fmt.error_body(400, str(exc)), status_code=400)
+        await asyncio.sleep(p.headers_delay)
+        return await respond(p, fmt, t0)
+
+    return endpoint
+
+
+async def _healthy(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+class _QuietDrops(logging.Filter):
+    """Keeps uvicorn from logging a traceback for each connection cut on purpose: a drop, or a stream cancelled at
+    the end of the graceful shutdown (uvicorn already says it cancelled them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (SimulatedDrop, asyncio.CancelledError))
+
+
+def create_app() -> Starlette:
+    """The simulator's ASGI app: one route per wire format, plus a health check."""
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietDrops) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(_QuietDrops())
+    formats = {
+        "openai-chat": OpenAIChat,
+        "openai-responses": OpenAIResponses,
+        "anthropic": Anthropic,
+        "gemini": Gemini,
+        "generic": Generic,
+    }
+    paths = {**DIALECT_PATHS, "gemini": "/v1beta/models/{model}:streamGenerateContent"}
+    routes = [Route(paths[name], _endpoint(cls), methods=["GET", "POST"], name=name) for name, cls in formats.items()]
+    return Starlette(routes=[*routes, Route("/-/healthy", _healthy, methods=["GET"])])
+
+
+# ---- serving ---------------------------------------------------------------------------------------------------------
+
+
+class _AnnouncingServer(AppServer):
+    """Prints the URL once connections are accepted, so scripts and tests can wait for that line."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            print(f"sse-monitor simulator listening on {self.base_url}", flush=True)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8900) -> None:
+    """Run the simulator until SIGINT or SIGTERM; prints its URL once it accepts connections."""
+    server = _AnnouncingServer(create_app(), host, port, handle_signals=True)
+    server.run(sockets=[server.socket])
+
+
+class RunningSimulator:
+    """The simulator as a task on the running loop: `async with RunningSimulator() as sim: sim.base_url`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.base_url = ""
+        self._server: AppServer | None = None
+
+    async def __aenter__(self) -> RunningSimulator:
+        self._server = AppServer(create_app(), self.host, self.port)
+        self.base_url, self.port = self._server.base_url, self._server.port
+        await self._server.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        await self._server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m monitor.simulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8900, help="0 picks a free port (the URL printed tells which)")
+    args = parser.parse_args(argv)
+    serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()
