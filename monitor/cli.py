@@ -113,6 +113,63 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load(path: str, environ=None):
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(path, environ)
+    except ConfigError as exc:
+        for message in exc.messages:
+            print(message, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+    from .logs import configure_logging
+
+    config = _load(args.config)
+    configure_logging(args.log_format, args.log_level)
+
+    async def main() -> None:
+        await Daemon(config, listen=args.listen).run(handle_signals=True)
+
+    run_async(main)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import os
+    from importlib.resources import as_file, files
+
+    from .daemon import Daemon
+    from .logs import configure_logging
+    from .simulator import RunningSimulator
+
+    configure_logging(args.log_format, args.log_level)
+
+    async def main() -> None:
+        async with RunningSimulator() as sim:
+            environ = {**os.environ, "DEMO_ORIGIN": sim.base_url}
+            with as_file(files("monitor") / "demo.yaml") as path:
+                daemon = Daemon(_load(str(path), environ), listen=args.listen, environ=environ)
+
+                def announce() -> None:
+                    print(
+                        f"\nsse-monitor demo: probing {len(daemon.targets)} built-in targets on the simulator at {sim.base_url}\n"
+                        f"  landing page  {daemon.base_url}/\n"
+                        f"  metrics       {daemon.base_url}/metrics\n"
+                        "  first results within 15 s; Ctrl-C stops.\n",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+                await daemon.run(handle_signals=True, on_ready=announce)
+
+    run_async(main)
+    return EXIT_OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .config import check_config
 
@@ -145,6 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true", help="with --json: every event and comment with its arrival time")
     p.set_defaults(func=cmd_probe)
+
+    def logging_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
+                       help="auto: console on a terminal, JSON lines otherwise")
+        p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+
+    p = sub.add_parser("run", help="run the monitoring daemon: scheduled probes, /metrics, alerts")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--listen", metavar="HOST:PORT", help="where /metrics is served (default: server.listen, 0.0.0.0:9108)")
+    logging_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="run the simulator and the daemon with built-in targets: real numbers, no config")
+    p.add_argument("--listen", default="127.0.0.1:9108", metavar="HOST:PORT")
+    logging_options(p)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="run the reference slow-LLM origin (openai, anthropic, gemini, generic)")
     p.add_argument("--host", default="127.0.0.1")

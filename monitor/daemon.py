@@ -1,0 +1,241 @@
+"""The long-running monitor: probes every target on its schedule, records results, serves /metrics, reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import structlog
+
+from .config import ConfigError, MonitorConfig, TargetConfig, load_config
+from .metrics import Metrics
+from .probe import run_probe
+from .result import ALERT_TTFT_HIGH, WARNING_EVENT_LOOP_LAG, ProbeResult, ProbeSpec
+from .scheduler import ProbeScheduler
+from .serving import AppServer, split_listen
+
+log = structlog.get_logger("sse_monitor")
+
+LAG_SAMPLE_SECONDS = 0.1  # how often the event loop's punctuality is measured
+LAG_BOUND_SECONDS = 0.05  # a probe that ran while the loop was this late has untrustworthy timings
+STOP_GRACE_SECONDS = 5.0  # in-flight probes get this long to unwind after cancellation
+
+ResultListener = Callable[[TargetConfig, ProbeResult], None]
+
+
+class LoopLagMonitor:
+    """Measures how late the event loop wakes up, and remembers when it was later than the bound."""
+
+    def __init__(self, metrics: Metrics, bound: float = LAG_BOUND_SECONDS) -> None:
+        self.metrics = metrics
+        self.bound = bound
+        self._late: collections.deque[float] = collections.deque(maxlen=10_000)  # perf_counter times of late wake-ups
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def lagged_between(self, start: float, end: float) -> bool:
+        return any(start <= t <= end for t in reversed(self._late))
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(LAG_SAMPLE_SECONDS)
+            now = time.perf_counter()
+            lag = max(0.0, now - before - LAG_SAMPLE_SECONDS)
+            self.metrics.lag.observe(lag)
+            if lag > self.bound:
+                self._late.append(now)
+
+
+class Daemon:
+    """Owns the configuration, the schedule, the metrics and the last result of every target."""
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        *,
+        metrics: Metrics | None = None,
+        listen: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.environ = environ  # what ${VAR} expands from on reload (None: the process environment)
+        self.metrics = metrics or Metrics()
+        self.listen = listen or config.server.listen
+        self.targets: dict[str, TargetConfig] = {}
+        self.specs: dict[str, ProbeSpec] = {}
+        self.last_results: dict[str, ProbeResult] = {}
+        self.result_listeners: list[ResultListener] = []
+        self.scheduler = ProbeScheduler(self._run_target, self._on_skip, jitter=config.scheduler.jitter)
+        self.lag = LoopLagMonitor(self.metrics)
+        self.server: AppServer | None = None
+        self._semaphore = asyncio.Semaphore(config.scheduler.max_concurrent)
+        self._in_flight: set[asyncio.Task] = set()
+        self._stop = asyncio.Event()
+        self._apply(config)
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(time.time())
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url if self.server else ""
+
+    @property
+    def ready(self) -> bool:
+        return self.scheduler.running
+
+    # -- configuration --------------------------------------------------------------------------------------------
+
+    def reload(self, path: str | Path | None = None) -> list[str]:
+        """Read the file again; swap the new config in whole, or keep the old one. Returns the errors (none: OK)."""
+        path = path or self.config.source
+        try:
+            config = load_config(path, self.environ)
+        except ConfigError as exc:
+            self.metrics.reload_ok.set(0)
+            log.error("config_reload_failed", file=str(path), errors=exc.messages)
+            return exc.messages
+        self._apply(config)
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(time.time())
+        log.info("config_reloaded", file=str(path), targets=len(self.targets))
+        return []
+
+    def _apply(self, config: MonitorConfig) -> None:
+        """Add, change and remove targets without disturbing the unchanged ones."""
+        new = {t.name: t for t in config.targets}
+        for name in self.targets.keys() - new.keys():
+            self.scheduler.unschedule(name)
+            self.metrics.remove_target(name)
+            self.specs.pop(name, None)
+            self.last_results.pop(name, None)
+        for name, target in new.items():
+            old = self.targets.get(name)
+            if old == target:
+                continue
+            self.specs[name] = target.to_spec()
+            self.metrics.add_target(name, target.interval, target.expect.ttft_threshold)
+            if old is None or old.interval != target.interval:
+                self.scheduler.schedule(name, target.interval)
+        if config.scheduler.max_concurrent != self.config.scheduler.max_concurrent:
+            self._semaphore = asyncio.Semaphore(config.scheduler.max_concurrent)
+        self.scheduler.jitter = config.scheduler.jitter
+        self.targets = new
+        self.config = config
+        self.metrics.targets.set(len(new))
+
+    # -- probing --------------------------------------------------------------------------------------------------
+
+    async def _run_target(self, name: str) -> None:
+        spec = self.specs.get(name)
+        if spec is None:  # removed by a reload while this run waited
+            return
+        task = asyncio.current_task()
+        self._in_flight.add(task)
+        try:
+            async with self._semaphore:
+                self.metrics.in_flight.inc()
+                started = time.perf_counter()
+                try:
+                    result = await run_probe(spec)
+                finally:
+                    self.metrics.in_flight.dec()
+        except asyncio.CancelledError:
+            return  # stopping: an interrupted probe is recorded as nothing, never as an invented result
+        finally:
+            self._in_flight.discard(task)
+        if self.lag.lagged_between(started, time.perf_counter()):
+            self._discount_lag(name, result)
+        self.record(name, result)
+
+    def _discount_lag(self, name: str, result: ProbeResult) -> None:
+        """The loop was late while this probe ran: its timings measure us, not the endpoint."""
+        result.warnings.append(WARNING_EVENT_LOOP_LAG)
+        if ALERT_TTFT_HIGH in result.alerts:
+            result.alerts.remove(ALERT_TTFT_HIGH)
+        self.metrics.lagged_probes.labels(name).inc()
+
+    def record(self, name: str, result: ProbeResult) -> None:
+        """One finished probe: metrics, the landing page, the log, and every listener (alerting)."""
+        target = self.targets.get(name)
+        if target is None:
+            return
+        self.metrics.observe(name, result)
+        self.last_results[name] = result
+        log.info(
+            "probe_finished",
+            target=name,
+            outcome=result.outcome,
+            reason=result.reason,
+            ttft_seconds=result.ttft_seconds,
+            duration_seconds=round(result.duration_seconds, 6),
+            events=result.events,
+            token_events=result.token_events,
+            alerts=result.alerts,
+            warnings=result.warnings,
+            detail=result.detail or None,
+        )
+        for listener in self.result_listeners:
+            try:
+                listener(target, result)
+            except Exception:
+                log.exception("result_listener_failed", target=name)
+
+    def _on_skip(self, name: str) -> None:
+        if name in self.targets:
+            self.metrics.skipped.labels(name).inc()
+            log.warning("probe_skipped", target=name, why="the previous run is still streaming")
+
+    # -- running --------------------------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, handle_signals: bool = False, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until request_stop() (or SIGTERM/SIGINT with handle_signals); SIGHUP reloads."""
+        from .web import create_app
+
+        host, port = split_listen(self.listen)
+        self.server = AppServer(create_app(self), host, port)
+        await self.server.start()
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.lag.start()
+        self.scheduler.start()
+        log.info("started", listen=self.base_url, targets=len(self.targets))
+        if on_ready is not None:
+            on_ready()
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+
+    async def _shutdown(self) -> None:
+        started = time.monotonic()
+        self.scheduler.shutdown()
+        tasks = list(self._in_flight)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+        await self.lag.stop()
+        if self.server is not None:
+            await self.server.stop()
+        log.info("stopped", cancelled_probes=len(tasks), seconds=round(time.monotonic() - started, 3))
