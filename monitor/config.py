@@ -55,6 +55,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from monitor.dialects import DIALECTS as _DIALECT_CLASSES
 from monitor.result import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_EVENT_BYTES,
@@ -86,7 +87,7 @@ __all__ = [
 ENV_PREFIX = "SSE_MONITOR_"
 ENV_NESTED_DELIMITER = "__"
 
-DIALECTS = ("openai-chat", "openai-responses", "anthropic", "gemini", "generic")  # = monitor.dialects.DIALECTS
+DIALECTS = tuple(_DIALECT_CLASSES)
 GENERIC_DIALECT = "generic"
 GENERIC_ONLY_FIELDS = ("heartbeat_events", "terminal_event", "terminal_data", "error_event")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
