@@ -1,0 +1,176 @@
+"""Real processes for integration tests: the sse-monitor daemon, Prometheus and Alertmanager, on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import ROOT, free_port, require_binary, wait_for_port
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll until `predicate()` returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus text format into {(sample name, labels): value}."""
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+class DaemonProcess:
+    """`sse-monitor run --config FILE` as users start it; logs (JSON lines) kept in a file."""
+
+    def __init__(self, config_text: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "config.yaml"
+        self.config_path.write_text(config_text)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "daemon.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "run", "--config", str(self.config_path),
+             "--listen", f"127.0.0.1:{self.port}", "--log-format", "json"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})},
+        )
+        try:
+            wait_until(lambda: httpx.get(self.url + "/-/ready", timeout=1).status_code == 200, 20, "the daemon to be ready")
+        except AssertionError:
+            self.stop()
+            raise AssertionError("daemon did not start:\n" + self.logs())
+
+    def metrics_text(self) -> str:
+        return httpx.get(self.url + "/metrics", timeout=5).text
+
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        return parse_metrics(self.metrics_text())
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.metrics().get((name, frozenset(labels.items())))
+
+    def runs(self, target: str) -> float:
+        """Finished runs of a target, whatever their outcome."""
+        return sum(v for (name, labels), v in self.metrics().items()
+                   if name == "sse_probe_runs_total" and ("target", target) in labels)
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def log_events(self) -> list[dict]:
+        import json
+
+        events = []
+        for line in self.logs().splitlines():
+            if line.startswith("{"):
+                events.append(json.loads(line))
+        return events
+
+    def reload_via_http(self) -> httpx.Response:
+        return httpx.post(self.url + "/-/reload", timeout=10)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class ServerProcess:
+    """A real server binary in the foreground with its own temp dir; stopped at the end."""
+
+    def __init__(self, argv: list[str], port: int, name: str, workdir: Path) -> None:
+        self.name, self.port, self.workdir = name, port, workdir
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = workdir / f"{name}.log"
+        self._log = open(self.log_path, "w")
+        self.argv = argv
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        try:
+            wait_for_port(self.port, proc=self.proc, timeout=30)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{self.name} did not start: {exc}\n{self.log_path.read_text()[-3000:]}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+
+
+def start_prometheus(config_yaml: str, workdir: Path) -> ServerProcess:
+    binary = require_binary("prometheus")
+    port = free_port()
+    (workdir / "prometheus.yml").write_text(config_yaml)
+    return ServerProcess(
+        [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn"],
+        port, "prometheus", workdir,
+    )
+
+
+def start_alertmanager(config_yaml: str, workdir: Path, port: int | None = None) -> ServerProcess:
+    binary = require_binary("prometheus-alertmanager", "alertmanager")
+    port = port or free_port()
+    (workdir / "alertmanager.yml").write_text(config_yaml)
+    return ServerProcess(
+        [binary, f"--config.file={workdir / 'alertmanager.yml'}", f"--storage.path={workdir / 'am-data'}",
+         f"--web.listen-address=127.0.0.1:{port}", f"--cluster.listen-address=", "--log.level=warn"],
+        port, "alertmanager", workdir,
+    )
+
+
+def prometheus_query(prom: ServerProcess, expr: str) -> list[dict]:
+    response = httpx.get(prom.url + "/api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    if body.get("status") != "success":
+        raise ValueError(f"query {expr!r} failed: {body}")
+    return body["data"]["result"]
+
+
+def tempdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
