@@ -8,12 +8,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[REDACTED]"
 
-# Header and query-parameter names whose values are credentials.
-_SECRET_NAME = re.compile(r"auth|api[-_]?key|^key$|token|secret|passw|cookie|session|signature|credential|^sig$", re.I)
+# A header or query-parameter name is a credential's when one of its parts (split at - _ .) is one of these:
+# x-api-key, x-goog-api-key, authorization, x-auth-token, access_token, set-cookie, X-Amz-Signature, ...
+_SECRET_PARTS = frozenset(
+    "authorization auth key apikey token secret password passwd passphrase pwd cookie session sessionid "
+    "signature sig credential credentials bearer jwt".split()
+)
+_PARTS = re.compile(r"[-_.]")
 
 
 def is_secret_name(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
+    return any(part in _SECRET_PARTS for part in _PARTS.split(name.lower()))
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from conftest import require_binary
+from conftest import require_binary, sse_monitor
 from monitor.scheduler import ProbeScheduler, first_run_offset
 from servers import DaemonProcess, prometheus_query, start_prometheus, wait_until
 
@@ -241,10 +241,10 @@ def test_a_probe_measured_while_the_event_loop_lagged_is_flagged_not_blamed_on_t
 def test_config_errors_at_start_exit_2_naming_file_and_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("targets:\n  - name: x\n    url: http://127.0.0.1:1/\n    timeout: 5s\n    idle_timeout: 10s\n")
-    proc = subprocess.run(["sse-monitor", "run", "--config", str(bad)], capture_output=True, text=True, timeout=30)
+    proc = sse_monitor("run", "--config", str(bad))
     assert proc.returncode == 2
     assert f"{bad}: targets[0]" in proc.stderr and "idle_timeout" in proc.stderr
-    check = subprocess.run(["sse-monitor", "check-config", str(bad)], capture_output=True, text=True, timeout=30)
+    check = sse_monitor("check-config", str(bad))
     assert check.returncode == 2 and check.stderr == proc.stderr
 
 
