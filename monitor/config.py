@@ -58,6 +58,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 from monitor.dialects import DIALECTS as _DIALECT_CLASSES
 from monitor.result import (
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_PROXY_IDLE_TIMEOUT,
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_PROMPT,
     DEFAULT_TIMEOUT,
@@ -558,6 +559,7 @@ class DefaultsConfig(_Section):
     interval: Duration = DEFAULT_INTERVAL
     timeout: Duration = DEFAULT_TIMEOUT
     idle_timeout: Duration = DEFAULT_IDLE_TIMEOUT
+    proxy_idle_timeout: Duration = DEFAULT_PROXY_IDLE_TIMEOUT
     ttft_threshold: Duration = DEFAULT_TTFT_THRESHOLD
     min_duration: OptionalDuration = None
     min_events: OptionalPositiveInt = None
@@ -570,7 +572,9 @@ class DefaultsConfig(_Section):
 
 
 # target fields that fall back to the same-named field of `defaults`
-_INHERITED = ("dialect", "interval", "timeout", "idle_timeout", "prompt", "verify_tls", "max_event_bytes")
+_INHERITED = (
+    "dialect", "interval", "timeout", "idle_timeout", "proxy_idle_timeout", "prompt", "verify_tls", "max_event_bytes",
+)
 _INHERITED_EXPECT = ("ttft_threshold", "min_duration", "min_events")
 
 
@@ -583,6 +587,7 @@ class TargetConfig(_Section):
     interval: Duration = DEFAULT_INTERVAL
     timeout: Duration = DEFAULT_TIMEOUT
     idle_timeout: Duration = DEFAULT_IDLE_TIMEOUT
+    proxy_idle_timeout: Duration = DEFAULT_PROXY_IDLE_TIMEOUT
     prompt: Prompt = DEFAULT_PROMPT
     model: Model = None
     method: Method = None

@@ -125,7 +125,7 @@ class Daemon:
             if old == target:
                 continue
             self.specs[name] = target.to_spec()
-            self.metrics.add_target(name, target.interval, target.expect.ttft_threshold)
+            self.metrics.add_target(name, target.interval, target.expect.ttft_threshold, target.proxy_idle_timeout)
             if old is None or old.interval != target.interval:
                 self.scheduler.schedule(name, target.interval)
         if config.scheduler.max_concurrent != self.config.scheduler.max_concurrent:

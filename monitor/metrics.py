@@ -37,6 +37,7 @@ class Metrics:
         self.alert = Gauge("sse_probe_alert_condition", "1 if the alert condition held for the last finished run.", ("target", "alertname"), registry=registry)
         self.threshold = Gauge("sse_probe_ttft_threshold_seconds", "The configured TTFT alert threshold.", t, registry=registry)
         self.interval = Gauge("sse_probe_interval_seconds", "The configured probe interval.", t, registry=registry)
+        self.proxy_idle = Gauge("sse_probe_proxy_idle_timeout_seconds", "The configured idle timeout of the proxies on the path.", t, registry=registry)
         self.skipped = Counter("sse_monitor_skipped_runs", "Runs not started because the previous run of the target was still going.", t, registry=registry)
         self.lag = Histogram("sse_monitor_event_loop_lag_seconds", "How late the daemon's event loop woke up for a timer.", buckets=LAG_BUCKETS, registry=registry)
         self.lagged_probes = Counter("sse_monitor_lagged_probes", "Probes flagged because the event loop lagged while they ran.", t, registry=registry)
@@ -48,7 +49,7 @@ class Metrics:
 
     # -- targets --------------------------------------------------------------------------------------------------
 
-    def add_target(self, name: str, interval: float, ttft_threshold: float) -> None:
+    def add_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float) -> None:
         """Create every series of a target at zero, so rules and dashboards see it before its first run."""
 
         for histogram in (self.ttft, self.first_byte, self.gap, self.duration):
@@ -63,12 +64,13 @@ class Metrics:
         self.lagged_probes.labels(name)
         self.threshold.labels(name).set(ttft_threshold)
         self.interval.labels(name).set(interval)
+        self.proxy_idle.labels(name).set(proxy_idle_timeout)
         # success, last run, last TTFT and max silence have no honest value before the first run: no series yet
 
     def remove_target(self, name: str) -> None:
 
         single = (self.ttft, self.first_byte, self.gap, self.duration, self.success, self.last_run, self.last_ttft,
-                  self.max_silence, self.threshold, self.interval, self.skipped, self.lagged_probes)
+                  self.max_silence, self.threshold, self.interval, self.proxy_idle, self.skipped, self.lagged_probes)
         for metric in single:
             _remove(metric, name)
         for outcome, reason in OUTCOME_REASONS:

@@ -62,6 +62,7 @@ DEFAULT_PROMPT = "Write the numbers from 1 to 300, one per line."
 DEFAULT_TTFT_THRESHOLD = 2.0
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_IDLE_TIMEOUT = 90.0
+DEFAULT_PROXY_IDLE_TIMEOUT = 60.0  # nginx proxy_read_timeout and AWS ALB idle timeout: the shortest hop, usually
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
 # Response headers that matter for streaming; only these are reported.
