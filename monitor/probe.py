@@ -236,11 +236,15 @@ class StreamRecorder:
         self._read_tokens = 0
 
     def _buffering_suspected(self) -> bool:
-        """Most token events landed in a few large bursts, on a stream long enough for that to matter."""
+        """Most token events landed in a few large bursts, on a stream long enough for that to matter.
+
+        The stream lasts from the request, not from the response headers: a buffering proxy may hold the headers
+        back with the body (nginx sends them with its first full buffer), so they come no earlier than the burst.
+        """
         r = self.result
         if r.token_events < BULK_READ_TOKENS or self._last_token is None or r.headers_seconds is None:
             return False
-        lasted = self._last_token - r.headers_seconds
+        lasted = self._last_token
         return lasted >= BUFFERING_MIN_SECONDS and self._burst_tokens >= BUFFERING_SHARE * r.token_events
 
     def _trace(self, now: float, kind: str, event_type: str | None, event_id: str | None, data: str) -> None:
