@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from .alerting import AlertmanagerPusher
 from .config import ConfigError, MonitorConfig, TargetConfig, load_config
 from .metrics import Metrics
 from .probe import run_probe
@@ -79,6 +80,9 @@ class Daemon:
         self.result_listeners: list[ResultListener] = []
         self.scheduler = ProbeScheduler(self._run_target, self._on_skip, jitter=config.scheduler.jitter)
         self.lag = LoopLagMonitor(self.metrics)
+        self.alerting = AlertmanagerPusher(config.alertmanager, self._external_url, self._count_send)
+        self.result_listeners.append(self.alerting.observe)
+        self.metrics.alerts_firing.set_function(lambda: len(self.alerting.firing()))
         self.server: AppServer | None = None
         self._semaphore = asyncio.Semaphore(config.scheduler.max_concurrent)
         self._in_flight: set[asyncio.Task] = set()
@@ -90,6 +94,12 @@ class Daemon:
     @property
     def base_url(self) -> str:
         return self.server.base_url if self.server else ""
+
+    def _external_url(self) -> str:
+        return self.config.server.external_url or self.base_url
+
+    def _count_send(self, alertmanager: str, ok: bool) -> None:
+        self.metrics.alertmanager_sends.labels(alertmanager, "success" if ok else "failure").inc()
 
     @property
     def ready(self) -> bool:
@@ -116,6 +126,7 @@ class Daemon:
         """Add, change and remove targets without disturbing the unchanged ones."""
         new = {t.name: t for t in config.targets}
         for name in self.targets.keys() - new.keys():
+            self.alerting.forget_target(name)
             self.scheduler.unschedule(name)
             self.metrics.remove_target(name)
             self.specs.pop(name, None)
@@ -131,6 +142,7 @@ class Daemon:
         if config.scheduler.max_concurrent != self.config.scheduler.max_concurrent:
             self._semaphore = asyncio.Semaphore(config.scheduler.max_concurrent)
         self.scheduler.jitter = config.scheduler.jitter
+        self.alerting.reconfigure(config.alertmanager)
         self.targets = new
         self.config = config
         self.metrics.targets.set(len(new))
@@ -215,6 +227,7 @@ class Daemon:
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.lag.start()
+        await self.alerting.start()
         self.scheduler.start()
         log.info("started", listen=self.base_url, targets=len(self.targets))
         if on_ready is not None:
@@ -236,6 +249,7 @@ class Daemon:
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
         await self.lag.stop()
+        await self.alerting.stop()
         if self.server is not None:
             await self.server.stop()
         log.info("stopped", cancelled_probes=len(tasks), seconds=round(time.monotonic() - started, 3))

@@ -174,3 +174,60 @@ def prometheus_query(prom: ServerProcess, expr: str) -> list[dict]:
 
 def tempdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+class RecordingServer:
+    """A real HTTP server on loopback that records every POSTed JSON body with its arrival time.
+
+    Serves as Alertmanager's webhook receiver, and as a stand-in Alertmanager whose failures a test can switch on
+    (`fail = True` answers 503) to check retries; the real Alertmanager is used wherever its behaviour matters.
+    """
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.posts: list[tuple[float, str, Any]] = []
+        self.fail = False
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if recorder.fail:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                recorder.posts.append((time.monotonic(), self.path, json.loads(body or b"null")))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def alerts(self) -> list[tuple[float, dict]]:
+        """Every alert in every POST (an Alertmanager v2 list, or a webhook notification's `alerts`)."""
+        out = []
+        for t, _, body in self.posts:
+            items = body["alerts"] if isinstance(body, dict) and "alerts" in body else body
+            out += [(t, a) for a in items or []]
+        return out
+
+    def notifications(self, alertname: str, target: str, status: str) -> list[float]:
+        """Arrival times of webhook notifications carrying this alert with this status."""
+        return [t for t, a in self.alerts()
+                if a.get("labels", {}).get("alertname") == alertname and a.get("labels", {}).get("target") == target
+                and a.get("status") == status]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
