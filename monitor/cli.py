@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--error-event", metavar="TYPE", help="generic: the event type that ends the stream with an error")
     p.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--trace", action="store_true", help="with --json: every event and comment with its arrival time")
+    p.add_argument("--trace", action="store_true", help="every event and comment with its arrival time")
     p.set_defaults(func=cmd_probe)
 
     def logging_options(p: argparse.ArgumentParser) -> None:

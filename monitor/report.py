@@ -36,6 +36,12 @@ def summary(result: ProbeResult) -> str:
     if r.response_headers:
         shown = ", ".join(f"{k}: {v}" for k, v in r.response_headers.items())
         lines.insert(2, f"  headers      {shown}")
+    if r.trace is not None:
+        lines.append(f"  trace        {len(r.trace)} entries (seconds since the request started)")
+        for entry in r.trace:
+            what = entry["type"] if entry["kind"] == "event" else ":"
+            data = entry["data"] if len(entry["data"]) <= 80 else entry["data"][:77] + "..."
+            lines.append(f"    {entry['t']:9.3f}  {what:<28} {data}")
     lines.append("ALERT: " + ", ".join(r.alerts) if r.alerts else "OK: healthy")
     return "\n".join(lines)
 

@@ -247,6 +247,16 @@ def test_trace_lists_events_and_comments_in_arrival_order(simulator):
     assert all(set(e) == {"t", "kind", "type", "id", "data"} for e in trace)
 
 
+def test_human_trace_shows_each_event_with_its_time(simulator):
+    proc = sse_monitor("probe", "--trace", url(simulator, "openai-chat", ttft=0.2, tokens=2, rate=50))
+    lines = proc.stdout.splitlines()
+    trace = [line.split() for line in lines if line.startswith("    ") and line.split()[0].replace(".", "").isdigit()]
+    assert len(trace) == 6  # role chunk, 2 tokens, finish chunk, usage chunk, [DONE]
+    times = [float(t[0]) for t in trace]
+    assert times == sorted(times) and times[1] >= 0.2
+    assert trace[-1][-1] == "[DONE]"
+
+
 def test_human_summary_is_short_and_says_what_happened(simulator):
     proc = sse_monitor("probe", url(simulator, "openai-chat", ttft=0.05, tokens=3, rate=100, drop_after=1))
     assert proc.returncode == 1
