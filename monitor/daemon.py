@@ -136,7 +136,11 @@ class Daemon:
             if old == target:
                 continue
             self.specs[name] = target.to_spec()
-            self.metrics.add_target(name, target.interval, target.expect.ttft_threshold, target.proxy_idle_timeout)
+            settings = (name, target.interval, target.expect.ttft_threshold, target.proxy_idle_timeout)
+            if old is None:
+                self.metrics.add_target(*settings)
+            else:
+                self.metrics.configure_target(*settings)
             if old is None or old.interval != target.interval:
                 self.scheduler.schedule(name, target.interval)
         if config.scheduler.max_concurrent != self.config.scheduler.max_concurrent:

@@ -52,8 +52,7 @@ class Metrics:
     # -- targets --------------------------------------------------------------------------------------------------
 
     def add_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float) -> None:
-        """Create every series of a target at zero, so rules and dashboards see it before its first run."""
-
+        """Create every series of a new target at zero, so rules and dashboards see it before its first run."""
         for histogram in (self.ttft, self.first_byte, self.gap, self.duration):
             histogram.labels(name)
         for outcome, reason in OUTCOME_REASONS:
@@ -64,10 +63,14 @@ class Metrics:
             self.alert.labels(name, alertname).set(0)
         self.skipped.labels(name)
         self.lagged_probes.labels(name)
+        self.configure_target(name, interval, ttft_threshold, proxy_idle_timeout)
+        # success, last run, last TTFT and max silence have no honest value before the first run: no series yet
+
+    def configure_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float) -> None:
+        """The configuration gauges; a changed target keeps its last run's results (a reload never resolves a page)."""
         self.threshold.labels(name).set(ttft_threshold)
         self.interval.labels(name).set(interval)
         self.proxy_idle.labels(name).set(proxy_idle_timeout)
-        # success, last run, last TTFT and max silence have no honest value before the first run: no series yet
 
     def remove_target(self, name: str) -> None:
 

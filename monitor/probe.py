@@ -119,7 +119,9 @@ class StreamRecorder:
 
     def on_headers(self, response: httpx.Response) -> None:
         r = self.result
-        r.headers_seconds = self._last_byte = self.now()
+        now = self.now()
+        self._silence_until(now)  # a proxy's idle timer runs from the request: waiting for headers is silence too
+        r.headers_seconds = self._last_byte = now
         r.status_code = response.status_code
         headers = response.headers
         r.response_headers = {k: headers[k] for k in STREAMING_HEADERS if k in headers}

@@ -163,6 +163,18 @@ def test_reload_adds_changes_and_removes_targets_without_disturbing_the_others(s
     assert reloaded and reloaded[-1]["targets"] == 3
 
 
+def test_reload_of_a_changed_target_keeps_its_last_alert_conditions(simulator, daemon_factory):
+    d = daemon_factory(config(target("slow", simulator, "ttft=1.2&tokens=2&rate=50", interval="2s")))
+    wait_until(lambda: d.sample("sse_probe_alert_condition", target="slow", alertname="SSEProbeTTFTHigh") == 1, 15,
+               "the TTFT condition")
+    d.config_path.write_text(config(target("slow", simulator, "ttft=1.2&tokens=2&rate=50", interval="2s",
+                                           extra="    headers: {X-Team: llm}\n")))
+    assert d.reload_via_http().status_code == 200
+    # a config edit is not a recovery: the page must not resolve until a good run says so
+    assert d.sample("sse_probe_alert_condition", target="slow", alertname="SSEProbeTTFTHigh") == 1
+    assert d.sample("sse_probe_success", target="slow") == 0
+
+
 def test_invalid_reload_keeps_the_running_config_and_says_why(simulator, daemon_factory):
     d = daemon_factory(config(target("keep", simulator, "ttft=0.05&tokens=3&rate=50")))
     d.config_path.write_text("targets:\n  - name: keep\n    url: not-a-url\n    interval: soon\n")

@@ -115,6 +115,13 @@ def test_heartbeats_keep_a_paused_stream_alive_and_bound_the_silence(simulator):
     assert r["max_gap_seconds"] >= 1.5  # token gaps still show the pause: heartbeats are not tokens
 
 
+def test_waiting_for_held_response_headers_counts_as_silence(simulator):
+    # a buffering proxy may hold the headers with the body: the client hears nothing from the request on
+    _, r = probe_json(url(simulator, "openai-chat", headers_delay=0.6, ttft=0, tokens=3, rate=100))
+    assert r["outcome"] == "completed"
+    assert 0.6 <= r["max_silence_seconds"] < 0.8
+
+
 def test_stream_shorter_than_expected_is_too_short(simulator):
     status, r = probe_json(url(simulator, "openai-chat", ttft=0.05, tokens=3, rate=100), "--min-duration", "5")
     assert (status, r["outcome"], r["reason"]) == (1, "ended_early", "too_short")

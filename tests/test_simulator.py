@@ -328,7 +328,7 @@ def test_status_replies_with_the_formats_error_body(base: str, client: httpx.Cli
 
 @pytest.mark.parametrize("ending, eol", [("crlf", b"\r\n"), ("cr", b"\r")])
 def test_line_endings_are_used_on_the_wire(base: str, client: httpx.Client, ending: str, eol: bytes) -> None:
-    got = fetch(client, url(base, "anthropic", tokens=2, ttft=0.15, heartbeat=0.1, line_ending=ending))
+    got = fetch(client, url(base, "anthropic", tokens=2, ttft=0.15, heartbeat=0.12, line_ending=ending))
     body = got.body
     assert body.count(eol * 2) == 3 + 1 + 2 + 3  # preamble, one heartbeat, tokens, end
     if ending == "cr":

@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# The sse-monitor daemon.
+#
+#   docker build -t sse-monitor .
+#   docker run -d --name sse-monitor -p 9108:9108 \
+#     -v "$PWD/my-config:/etc/sse-monitor:ro" -e OPENAI_API_KEY sse-monitor
+#
+# The configuration is not in the image: mount a directory holding config.yaml at /etc/sse-monitor (mount the
+# directory rather than the file, so an edited file is seen by `POST /-/reload` or `docker kill -s HUP`).
+# Secrets come from the environment (${VAR} in the file). Check a file first:
+#   docker run --rm -v "$PWD/my-config:/etc/sse-monitor:ro" sse-monitor check-config /etc/sse-monitor/config.yaml
+# The HEALTHCHECK asks port 9108: if server.listen moves the port, override the health check too.
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+RUN python -m venv /opt/sse-monitor
+WORKDIR /src
+COPY pyproject.toml ./
+COPY monitor/ monitor/
+# a regular (non-editable) install with uvloop; the sources stay behind in this stage
+RUN /opt/sse-monitor/bin/pip install ".[fast]"
+
+FROM python:3.11-slim
+LABEL org.opencontainers.image.title="sse-monitor" \
+      org.opencontainers.image.description="Synthetic monitor for Server-Sent Events streaming endpoints (LLM APIs first)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/sse-monitor/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN groupadd --system --gid 10001 sse-monitor \
+ && useradd --system --uid 10001 --gid sse-monitor --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin sse-monitor \
+ && mkdir -p /etc/sse-monitor
+COPY --from=build /opt/sse-monitor /opt/sse-monitor
+USER 10001:10001
+EXPOSE 9108
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://localhost:9108/-/healthy', timeout=4)"]
+ENTRYPOINT ["sse-monitor"]
+CMD ["run", "--config", "/etc/sse-monitor/config.yaml"]
