@@ -112,8 +112,8 @@ class DaemonProcess:
 class ServerProcess:
     """A real server binary in the foreground with its own temp dir; stopped at the end."""
 
-    def __init__(self, argv: list[str], port: int, name: str, workdir: Path) -> None:
-        self.name, self.port, self.workdir = name, port, workdir
+    def __init__(self, argv: list[str], port: int, name: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.name, self.port, self.workdir, self.env = name, port, workdir, env
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "w")
@@ -122,11 +122,20 @@ class ServerProcess:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        # its own session, so a stuck server's workers can be killed with it, and nothing else
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                     env=self.env, start_new_session=True)
         try:
             wait_for_port(self.port, proc=self.proc, timeout=30)
         except RuntimeError as exc:
-            raise RuntimeError(f"{self.name} did not start: {exc}\n{self.log_path.read_text()[-3000:]}") from None
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start: {exc}\n{self.logs()}") from None
+
+    def logs(self) -> str:
+        """What the server wrote: its output and, if it keeps one in its directory, its error log."""
+        self._log.flush()
+        parts = [f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (self.log_path, self.workdir / "error.log") if p.exists()]
+        return "\n".join(parts)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -134,7 +143,7 @@ class ServerProcess:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
     def close(self) -> None:
@@ -159,7 +168,7 @@ def start_alertmanager(config_yaml: str, workdir: Path, port: int | None = None)
     (workdir / "alertmanager.yml").write_text(config_yaml)
     return ServerProcess(
         [binary, f"--config.file={workdir / 'alertmanager.yml'}", f"--storage.path={workdir / 'am-data'}",
-         f"--web.listen-address=127.0.0.1:{port}", f"--cluster.listen-address=", "--log.level=warn"],
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
         port, "alertmanager", workdir,
     )
 
@@ -214,19 +223,25 @@ class RecordingServer:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
-    def alerts(self) -> list[tuple[float, dict]]:
-        """Every alert in every POST (an Alertmanager v2 list, or a webhook notification's `alerts`)."""
+    def alerts(self, alertname: str | None = None, status: str | None = None, **labels: str) -> list[tuple[float, dict]]:
+        """(arrival time, alert) of every alert in every POST — an Alertmanager v2 list, or a webhook notification's
+        `alerts` — optionally only those with this alertname, webhook status and labels."""
         out = []
-        for t, _, body in self.posts:
+        for t, _, body in list(self.posts):
             items = body["alerts"] if isinstance(body, dict) and "alerts" in body else body
             out += [(t, a) for a in items or []]
-        return out
+        want = {**labels, **({"alertname": alertname} if alertname else {})}
+        return [(t, a) for t, a in out
+                if all(a.get("labels", {}).get(k) == v for k, v in want.items())
+                and (status is None or a.get("status") == status)]
+
+    def first(self, alertname: str, status: str, **labels: str) -> tuple[float, dict] | None:
+        hits = self.alerts(alertname, status, **labels)
+        return hits[0] if hits else None
 
     def notifications(self, alertname: str, target: str, status: str) -> list[float]:
         """Arrival times of webhook notifications carrying this alert with this status."""
-        return [t for t, a in self.alerts()
-                if a.get("labels", {}).get("alertname") == alertname and a.get("labels", {}).get("target") == target
-                and a.get("status") == status]
+        return [t for t, _ in self.alerts(alertname, status, target=target)]
 
     def close(self) -> None:
         self._server.shutdown()

@@ -3,20 +3,17 @@ SHIPPED rules, the real Alertmanager notifies a webhook receiver on loopback, an
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from conftest import ROOT
-from servers import DaemonProcess, ServerProcess, prometheus_query, start_alertmanager, start_prometheus, wait_until
+from servers import DaemonProcess, RecordingServer, ServerProcess, prometheus_query, start_alertmanager, start_prometheus, wait_until
 
 SHIPPED_RULES = ROOT / "config/prometheus/rules/sse-monitor.rules.yml"
 SHIPPED_ALERTMANAGER = ROOT / "config/alertmanager/alertmanager.yml"
@@ -25,49 +22,6 @@ RUNBOOK_BASE = "https://github.com/sse-monitor/sse-monitor/blob/main/docs/runboo
 # scrape and an evaluation every second page within seconds instead of minutes. Expressions, labels and
 # annotation templates are the shipped ones.
 TEST_FOR = "2s"
-
-
-class WebhookReceiver:
-    """A real HTTP server on loopback, standing in for the pager: records each alert Alertmanager POSTs."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[float, dict]] = []  # (time.monotonic() on arrival, one alert of the payload)
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                arrived = time.monotonic()
-                payload = json.loads(body)
-                with receiver._lock:
-                    receiver.received += [(arrived, alert) for alert in payload["alerts"]]
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def alerts(self, alertname: str | None = None, **labels: str) -> list[tuple[float, dict]]:
-        with self._lock:
-            received = list(self.received)
-        return [(t, a) for t, a in received
-                if (alertname is None or a["labels"].get("alertname") == alertname)
-                and all(a["labels"].get(k) == v for k, v in labels.items())]
-
-    def first(self, alertname: str, status: str, **labels: str) -> tuple[float, dict] | None:
-        hits = [(t, a) for t, a in self.alerts(alertname, **labels) if a["status"] == status]
-        return hits[0] if hits else None
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def rules_for_test() -> str:
@@ -95,7 +49,7 @@ def daemon_config(simulator: str, slow_query: str) -> str:
 
 @dataclass
 class Stack:
-    webhook: WebhookReceiver
+    webhook: RecordingServer
     alertmanager: ServerProcess
     daemon: DaemonProcess
     prometheus: ServerProcess
@@ -115,7 +69,7 @@ class Stack:
 
 @pytest.fixture
 def stack(simulator: str, tmp_path: Path) -> Iterator[Stack]:
-    webhook = WebhookReceiver()
+    webhook = RecordingServer()
     closers = [webhook.close]
     try:
         alertmanager = start_alertmanager(
@@ -230,7 +184,7 @@ def push(alertmanager: ServerProcess, *alerts: dict[str, str]) -> None:
 
 
 def test_shipped_alertmanager_config_pages_criticals_tickets_warnings_and_a_failed_probe_mutes_its_ttft_page(tmp_path):
-    pager, ticket = WebhookReceiver(), WebhookReceiver()
+    pager, ticket = RecordingServer(), RecordingServer()
     alertmanager = start_alertmanager(shipped_alertmanager_config(pager.url, ticket.url), tmp_path)
     try:
         push(alertmanager, {"alertname": "SSEProbeFailed", "severity": "critical", "target": "a", "instance": "m:9108"})

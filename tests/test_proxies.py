@@ -11,19 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, free_port, probe_json, require_binary, wait_for_port
+from conftest import ROOT, free_port, probe_json, require_binary
+from servers import DaemonProcess, ServerProcess, wait_until
 
 PROXIES = ROOT / "config" / "proxies"
 CHAT = "/v1/chat/completions"
@@ -46,38 +41,7 @@ def render(config: str, **values: str) -> str:
     return text
 
 
-class Proxy:
-    """One proxy server in the foreground, all of its state in `workdir`; `stop()` ends it (and only it)."""
-
-    def __init__(self, name: str, argv: list[str], workdir: Path, port: int, env: dict[str, str] | None = None) -> None:
-        self.name, self.workdir, self.port = name, workdir, port
-        self.base = f"http://127.0.0.1:{port}"
-        self.output = workdir / "output.log"
-        with open(self.output, "w") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=env,
-                                         start_new_session=True)
-        try:
-            wait_for_port(port, proc=self.proc, timeout=20)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"{name} did not start: {exc}\n{self.logs()}") from None
-
-    def logs(self) -> str:
-        """Everything the proxy wrote: its output and its error log, for failure messages."""
-        parts = []
-        for path in (self.output, self.workdir / "error.log"):
-            if path.exists():
-                parts.append(f"--- {path.name}\n{path.read_text()[-3000:]}")
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # nginx, apache2 and caddy in the foreground stop their workers on SIGTERM
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the workers, and nothing else
-                self.proc.wait()
+Proxy = ServerProcess  # a reverse proxy under test is one of our server processes
 
 
 def start_nginx(config: str, upstream: str, workdir: Path) -> Proxy:
@@ -85,7 +49,7 @@ def start_nginx(config: str, upstream: str, workdir: Path) -> Proxy:
     port = free_port()
     conf = workdir / "nginx.conf"
     conf.write_text(render(config, LISTEN=f"127.0.0.1:{port}", UPSTREAM=upstream))
-    return Proxy("nginx", [binary, "-p", f"{workdir}/", "-c", str(conf), "-g", "daemon off;"], workdir, port)
+    return ServerProcess([binary, "-p", f"{workdir}/", "-c", str(conf), "-g", "daemon off;"], port, "nginx", workdir)
 
 
 def start_apache(config: str, upstream: str, workdir: Path) -> Proxy:
@@ -93,7 +57,7 @@ def start_apache(config: str, upstream: str, workdir: Path) -> Proxy:
     port = free_port()
     conf = workdir / "apache2.conf"
     conf.write_text(render(config, LISTEN=f"127.0.0.1:{port}", UPSTREAM=upstream))
-    return Proxy("apache2", [binary, "-d", str(workdir), "-f", str(conf), "-DFOREGROUND"], workdir, port)
+    return ServerProcess([binary, "-d", str(workdir), "-f", str(conf), "-DFOREGROUND"], port, "apache2", workdir)
 
 
 def start_caddy(config: str, upstream: str, workdir: Path) -> Proxy:
@@ -103,7 +67,7 @@ def start_caddy(config: str, upstream: str, workdir: Path) -> Proxy:
     conf.write_text(render(config, LISTEN_HOST="127.0.0.1", LISTEN_PORT=str(port), UPSTREAM=upstream))
     home = {"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data"), "XDG_CONFIG_HOME": str(workdir / "config")}
     argv = [binary, "run", "--config", str(conf), "--adapter", "caddyfile"]
-    return Proxy("caddy", argv, workdir, port, env={**os.environ, **home})
+    return ServerProcess(argv, port, "caddy", workdir, env={**os.environ, **home})
 
 
 SERVERS = {"nginx": start_nginx, "apache": start_apache, "caddy": start_caddy}
@@ -178,7 +142,7 @@ def assert_streams_like_the_origin(via: dict, direct: dict, proxy: Proxy) -> Non
 
 def test_nginx_recommended_sse_location_streams_like_the_origin(simulator, proxy):
     nginx = proxy("nginx", "nginx-sse.conf")
-    via, direct = probe_all((nginx.base + CHAT + "?" + STREAM,), (simulator + CHAT + "?" + STREAM,))
+    via, direct = probe_all((nginx.url + CHAT + "?" + STREAM,), (simulator + CHAT + "?" + STREAM,))
     assert_streams_like_the_origin(via, direct, nginx)
     assert via["response_headers"]["server"].startswith("nginx")  # it did go through nginx, with this config
     assert via["response_headers"]["x-accel-buffering"] == "no"
@@ -189,7 +153,7 @@ def test_nginx_defaults_deliver_the_stream_in_a_burst_at_the_end(simulator, prox
     # headers) until a 4 KB buffer fills or the stream ends. The 2.1 s stream outlasts a 1 s threshold.
     nginx = proxy("nginx", "nginx-default-buffered.conf")
     args = ("--ttft-threshold", "1")
-    via, direct = probe_all((nginx.base + CHAT + "?" + STREAM, *args), (simulator + CHAT + "?" + STREAM, *args))
+    via, direct = probe_all((nginx.url + CHAT + "?" + STREAM, *args), (simulator + CHAT + "?" + STREAM, *args))
     context = f"\nvia nginx: {show(via)}\ndirect: {show(direct)}\n{nginx.logs()}"
     assert (direct["outcome"], direct["alerts"], direct["warnings"]) == ("completed", [], []), context
     assert direct["ttft_seconds"] < 0.5, context
@@ -206,7 +170,7 @@ def test_nginx_gzip_on_event_streams_is_a_compressed_stream(simulator, proxy):
     # "Compressed/garbled events": gzip with text/event-stream in gzip_types. With proxy_buffering off nginx flushes
     # the gzip stream after every upstream read, so events stay on time: the stream is compressed, not buffered.
     nginx = proxy("nginx", "nginx-gzip.conf")
-    via, direct = probe_all((nginx.base + CHAT + "?" + STREAM,), (simulator + CHAT + "?" + STREAM,))
+    via, direct = probe_all((nginx.url + CHAT + "?" + STREAM,), (simulator + CHAT + "?" + STREAM,))
     context = f"\nvia nginx: {show(via)}\ndirect: {show(direct)}\n{nginx.logs()}"
     assert via["response_headers"].get("content-encoding") == "gzip", context
     assert via["bytes"] < direct["bytes"] / 2, context  # it really is compressed on the wire
@@ -219,7 +183,7 @@ def test_nginx_gzip_on_event_streams_is_a_compressed_stream(simulator, proxy):
 def test_nginx_read_timeout_cuts_a_silent_stream_mid_way(simulator, proxy):
     # "Connection drops after 60s", in 5 s: an 8 s pause without a byte outlasts proxy_read_timeout 5s
     nginx = proxy("nginx", "nginx-short-timeout.conf")
-    via, direct = probe_all((nginx.base + CHAT + "?" + PAUSED,), (simulator + CHAT + "?" + PAUSED,))
+    via, direct = probe_all((nginx.url + CHAT + "?" + PAUSED,), (simulator + CHAT + "?" + PAUSED,))
     context = f"\nvia nginx: {show(via)}\ndirect: {show(direct)}\n{nginx.logs()}"
     assert (direct["outcome"], direct["token_events"], direct["alerts"]) == ("completed", 4, []), context
     assert (via["_exit"], via["outcome"], via["reason"]) == (1, "ended_early", "connection_lost"), context
@@ -232,7 +196,7 @@ def test_nginx_read_timeout_cuts_a_silent_stream_mid_way(simulator, proxy):
 def test_nginx_read_timeout_is_survived_with_heartbeats(simulator, proxy):
     # the same pause behind the same nginx, with a `: ping` comment every 2 s: nginx never sees 5 s of silence
     nginx = proxy("nginx", "nginx-short-timeout.conf")
-    (via,) = probe_all((nginx.base + CHAT + "?" + PAUSED + "&heartbeat=2",))
+    (via,) = probe_all((nginx.url + CHAT + "?" + PAUSED + "&heartbeat=2",))
     context = f"\nvia nginx: {show(via)}\n{nginx.logs()}"
     assert (via["_exit"], via["outcome"], via["reason"]) == (0, "completed", "ok"), context
     assert (via["alerts"], via["warnings"], via["token_events"]) == ([], [], 4), context
@@ -247,19 +211,11 @@ def test_nginx_read_timeout_is_survived_with_heartbeats(simulator, proxy):
 @pytest.mark.parametrize("server, config", [("apache", "apache-sse.conf"), ("caddy", "Caddyfile")])
 def test_apache_and_caddy_as_the_guide_configures_them_stream_like_the_origin(simulator, proxy, server, config):
     p = proxy(server, config)
-    via, direct = probe_all((p.base + CHAT + "?" + STREAM,), (simulator + CHAT + "?" + STREAM,))
+    via, direct = probe_all((p.url + CHAT + "?" + STREAM,), (simulator + CHAT + "?" + STREAM,))
     assert_streams_like_the_origin(via, direct, p)
 
 
 # ---- the daemon's view ----------------------------------------------------------------------------------------------
-
-
-def scrape(url: str) -> dict[tuple[str, frozenset], float]:
-    samples = {}
-    for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
 
 
 def test_daemon_metrics_show_what_each_nginx_does_to_the_stream(simulator, proxy, tmp_path):
@@ -267,47 +223,27 @@ def test_daemon_metrics_show_what_each_nginx_does_to_the_stream(simulator, proxy
     buffered = proxy("nginx", "nginx-default-buffered.conf")
     short = proxy("nginx", "nginx-short-timeout.conf")
     targets = {
-        "nginx-sse": good.base + CHAT + "?" + STREAM,
-        "nginx-buffered": buffered.base + CHAT + "?" + STREAM,
-        "nginx-short-timeout": short.base + CHAT + "?tokens=4&rate=10&pause_after=2&pause=6",
+        "nginx-sse": good.url + CHAT + "?" + STREAM,
+        "nginx-buffered": buffered.url + CHAT + "?" + STREAM,
+        "nginx-short-timeout": short.url + CHAT + "?tokens=4&rate=10&pause_after=2&pause=6",
     }
-    config = tmp_path / "monitor.yaml"
-    config.write_text(
+    daemon = DaemonProcess(
         "defaults: {interval: 2s, timeout: 30s, idle_timeout: 20s, ttft_threshold: 1s}\n"
         "scheduler: {jitter: 0s}\n"
-        "targets:\n" + "".join(f"  - name: {name}\n    url: \"{url}\"\n" for name, url in targets.items())
+        "targets:\n" + "".join(f"  - name: {name}\n    url: \"{url}\"\n" for name, url in targets.items()),
+        tmp_path,
     )
-    port = free_port()
-    log = tmp_path / "daemon.log"
-    with open(log, "w") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-             "--log-format", "json"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
+
+    def ran(m: dict, target: str) -> bool:
+        runs = sum(v for (name, labels), v in m.items() if name == "sse_probe_runs_total" and ("target", target) in labels)
+        # a run while the daemon's own event loop lagged has untrusted timings (and no TTFT alert): wait for another
+        return runs >= 1 and m[("sse_probe_warning", frozenset({"target": target, "warning": "event_loop_lag"}.items()))] == 0
+
     try:
-        wait_for_port(port, proc=daemon, timeout=20)
-        metrics_url = f"http://127.0.0.1:{port}/metrics"
-
-        def ran(m: dict, target: str) -> bool:
-            runs = sum(v for (name, labels), v in m.items() if name == "sse_probe_runs_total" and ("target", target) in labels)
-            # a run while the daemon's own event loop lagged has untrusted timings (and no TTFT alert): wait for another
-            return runs >= 1 and m[("sse_probe_warning", frozenset({"target": target, "warning": "event_loop_lag"}.items()))] == 0
-
-        deadline = time.monotonic() + 30
-        while True:
-            m = scrape(metrics_url)
-            if all(ran(m, target) for target in targets):
-                break
-            assert time.monotonic() < deadline, "no clean run of every target within 30 s:\n" + log.read_text()[-3000:]
-            time.sleep(0.2)
+        m = wait_until(lambda: (lambda m: m if all(ran(m, t) for t in targets) else None)(daemon.metrics()), 30,
+                       "a clean run of every target")
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(15)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        daemon.stop()
 
     def v(name: str, target: str, **labels: str) -> float:
         return m[(name, frozenset({"target": target, **labels}.items()))]
