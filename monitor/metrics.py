@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import math
+import re
+import time
+import typing
+import weakref
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+    values,
+)
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .result import ALERTS, REASONS, WARNINGS, ProbeResult
@@ -114,3 +128,183 @@ def _remove(metric, *labels: str) -> None:
         metric.remove(*labels)
     except KeyError:
         pass
+
+
+# -- the /metrics body -------------------------------------------------------------------------------------------------
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The registry in the Prometheus text format: `generate_latest(registry)`, byte for byte, several times faster.
+
+    With 1,000 targets the page holds ~125,000 samples. generate_latest builds a Sample tuple and a labels dict for
+    each, then sorts and escapes every line's labels; that takes most of a second. Here each labelled Counter, Gauge
+    and Histogram family is written straight from its children, whose label text is escaped once and cached; any
+    other collector (and any registry this code does not know) goes through generate_latest itself.
+    """
+    try:
+        with registry._lock:
+            collectors = list(registry._collector_to_names)
+            target_info = registry._target_info
+    except AttributeError:  # pragma: no cover - another prometheus_client layout: its own renderer
+        return generate_latest(registry)
+    if target_info:
+        return generate_latest(registry)
+    out: list[str] = []
+    with_created = prometheus_metrics._use_created
+    for collector in collectors:
+        try:
+            lines = _family_lines(collector, with_created)
+        except (AttributeError, TypeError, KeyError):  # another prometheus_client's internals: its own renderer
+            lines = None
+        out.append(lines if lines is not None else generate_latest(_OneCollector(collector)).decode("utf-8"))
+    return "".join(out).encode("utf-8")
+
+
+class _OneCollector:
+    """One collector, as generate_latest takes a registry."""
+
+    def __init__(self, collector: typing.Any) -> None:
+        self.collector = collector
+
+    def collect(self) -> typing.Iterable[typing.Any]:
+        return self.collector.collect()
+
+
+YIELD_EVERY = 200  # series rendered between two offers of the GIL (render runs in a thread beside the event loop)
+_LEGACY_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LEGACY_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_HEADERS: weakref.WeakKeyDictionary[typing.Any, str] = weakref.WeakKeyDictionary()
+# Per family, per series: the text of its lines but the values, and for a histogram the text it was last given with
+# the values it was made of. Only tuples of strings and floats: the garbage collector stops tracking them at once, so a
+# first render that builds 36,000 of them does not set off a full collection (which would hold the GIL for ~100 ms).
+_TEXTS: weakref.WeakKeyDictionary[typing.Any, dict[tuple[str, ...], tuple]] = weakref.WeakKeyDictionary()
+_LAST: weakref.WeakKeyDictionary[typing.Any, dict[tuple[str, ...], tuple[tuple[float, ...], str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _family_lines(metric: typing.Any, with_created: bool) -> str | None:
+    """The exposition of one labelled Counter, Gauge or Histogram; None for anything else."""
+    kind = type(metric)
+    if kind not in (Counter, Gauge, Histogram) or not metric._is_parent():
+        return None
+    name = metric._name
+    if not _LEGACY_METRIC_NAME.fullmatch(name) or not all(_LEGACY_LABEL_NAME.fullmatch(n) for n in metric._labelnames):
+        return None
+    if values.ValueClass is not values.MutexValue:  # pragma: no cover - multiprocess mode
+        return None
+    with metric._lock:
+        children = metric._metrics.copy()  # one dict: no (labels, child) tuple per series for the GC to count
+    if kind is Gauge and any("_child_samples" in vars(child) for child in children.values()):  # set_function
+        return None
+    texts = _TEXTS.get(metric)
+    if texts is None:
+        texts = _TEXTS[metric] = {}
+    last = _LAST.get(metric)
+    if last is None:
+        last = _LAST[metric] = {}
+    text = _FloatText()
+    known = text.known
+    lines = [_header(metric)]
+    created: list[str] = []
+    for i, (labelvalues, child) in enumerate(children.items()):
+        if not i % YIELD_EVERY:
+            time.sleep(0)  # let the event loop's thread have the GIL now, not after the 5 ms switch interval
+        series = texts.get(labelvalues)
+        if series is None or (kind is not Gauge and series[0] != child._created):  # new, or a reset counter
+            series = texts[labelvalues] = _series_text(metric, labelvalues, child)
+        if kind is Histogram:
+            # what get() returns, read without taking each value's lock (as generate_latest, one value at a time)
+            now = [bucket._value for bucket in child._buckets]
+            now.append(child._sum._value)
+            now = tuple(now)
+            before = last.get(labelvalues)
+            if before is None or before[0] != now:  # most targets did not run since the last scrape: their text stands
+                before = last[labelvalues] = (now, _histogram_text(series, now, text))
+            lines.append(before[1])
+            if with_created:
+                created.append(series[-1])
+        elif kind is Counter:
+            value = child._value._value
+            lines.append(series[1] + (known.get(value) or text(value)))
+            if with_created:
+                created.append(series[-1])
+        else:
+            value = child._value._value
+            if value == 0 and math.copysign(1.0, value) < 0:  # -0.0 equals 0.0 as a key, not as text
+                lines.append(series[1] + "-0.0\n")
+            else:
+                lines.append(series[1] + (known.get(value) or text(value)))
+    if len(texts) > len(children):  # series were removed: forget them
+        _TEXTS[metric] = {labelvalues: texts[labelvalues] for labelvalues in children}
+        _LAST[metric] = {labelvalues: last[labelvalues] for labelvalues in children if labelvalues in last}
+    if created:
+        doc = metric._documentation.replace("\\", r"\\").replace("\n", r"\n")
+        lines.append(f"# HELP {name}_created {doc}\n# TYPE {name}_created gauge\n")
+        lines.extend(created)
+    return "".join(lines)
+
+
+def _series_text(metric: typing.Any, labelvalues: tuple[str, ...], child: typing.Any) -> tuple:
+    """Everything of one series' lines but the values, its labels sorted and escaped as generate_latest does:
+    (created, line prefix, created line) or, for a histogram, (created, bucket prefixes, count prefix, sum prefix or
+    None, created line). The created time is fixed for a series' life (a counter's reset renews it)."""
+    name = metric._name
+    pairs = sorted(zip(metric._labelnames, labelvalues, strict=True))
+    parts = [f'{n}="{_escape_label_value(v)}"' for n, v in pairs]
+    plain = ",".join(parts)
+    created = getattr(child, "_created", None)
+    created_line = None if created is None else f"{name}_created{{{plain}}} {floatToGoString(created)}\n"
+    if type(metric) is not Histogram:
+        return created, f"{name}{'_total' if type(metric) is Counter else ''}{{{plain}}} ", created_line
+    before = sum(1 for n, _ in pairs if n < "le")
+    head = ",".join(parts[:before]) + ("," if before else "")
+    tail = ("," if before < len(parts) else "") + ",".join(parts[before:])
+    buckets = tuple(f'{name}_bucket{{{head}le="{floatToGoString(b)}"{tail}}} ' for b in child._upper_bounds)
+    sum_prefix = f"{name}_sum{{{plain}}} " if child._upper_bounds[0] >= 0 else None
+    return created, buckets, f"{name}_count{{{plain}}} ", sum_prefix, created_line
+
+
+def _histogram_text(series: tuple, now: tuple[float, ...], text: _FloatText) -> str:
+    _, buckets, count_prefix, sum_prefix, _ = series
+    lines = []
+    acc = 0.0
+    for prefix, value in zip(buckets, now, strict=False):  # now ends with the sum
+        acc += value
+        lines.append(prefix + text(acc))
+    lines.append(count_prefix + text(acc))
+    if sum_prefix is not None:
+        lines.append(sum_prefix + text(now[-1]))
+    return "".join(lines)
+
+
+def _header(metric: typing.Any) -> str:
+    """The family's # HELP and # TYPE lines, as generate_latest writes them (name munging included)."""
+    header = _HEADERS.get(metric)
+    if header is None:
+
+        class Empty:
+            def collect(self) -> list[typing.Any]:
+                return [metric._get_metric()]
+
+        header = _HEADERS[metric] = generate_latest(Empty()).decode("utf-8")
+    return header
+
+
+def _escape_label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+
+
+class _FloatText:
+    """floatToGoString and the line's end, remembered per value for one render (most values repeat: 0.0, 1.0, ...).
+    -0.0 is never remembered: it equals 0.0 as a key but reads differently (only a gauge can hold it, and the
+    caller writes it itself)."""
+
+    def __init__(self) -> None:
+        self.known: dict[float, str] = {0.0: "0.0\n"}
+
+    def __call__(self, value: float) -> str:
+        text = self.known.get(value)
+        if text is None:
+            text = self.known[value] = floatToGoString(value) + "\n"
+        return text

@@ -7,12 +7,13 @@ import html
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from .metrics import render
 from .report import summary
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def _ago(timestamp: float) -> str:
 def create_app(daemon: Daemon) -> Starlette:
     async def metrics(request: Request) -> Response:
         # rendering is CPU work: off the loop that times the streams
-        body = await asyncio.to_thread(generate_latest, daemon.metrics.registry)
+        body = await asyncio.to_thread(render, daemon.metrics.registry)  # generate_latest's bytes, faster
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def healthy(request: Request) -> Response:
