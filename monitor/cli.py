@@ -125,14 +125,16 @@ def _load(path: str, environ=None):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
+    from .daemon import Daemon, tune_gc
     from .logs import configure_logging
 
     config = _load(args.config)
     configure_logging(args.log_format, args.log_level)
 
     async def main() -> None:
-        await Daemon(config, listen=args.listen).run(handle_signals=True)
+        daemon = Daemon(config, listen=args.listen)
+        tune_gc()
+        await daemon.run(handle_signals=True)
 
     run_async(main)
     return EXIT_OK
@@ -142,7 +144,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import os
     from importlib.resources import as_file, files
 
-    from .daemon import Daemon
+    from .daemon import Daemon, tune_gc
     from .logs import configure_logging
     from .simulator import RunningSimulator
 
@@ -164,6 +166,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                         flush=True,
                     )
 
+                tune_gc()
                 await daemon.run(handle_signals=True, on_ready=announce)
 
     run_async(main)
