@@ -17,8 +17,8 @@ RUN python -m venv /opt/sse-monitor
 WORKDIR /src
 COPY pyproject.toml ./
 COPY monitor/ monitor/
-# a regular (non-editable) install with uvloop; the sources stay behind in this stage
-RUN /opt/sse-monitor/bin/pip install ".[fast]"
+# a regular (non-editable) install (uvloop is a default dependency); the sources stay behind in this stage
+RUN /opt/sse-monitor/bin/pip install .
 
 FROM python:3.11-slim
 LABEL org.opencontainers.image.title="sse-monitor" \

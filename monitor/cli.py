@@ -11,7 +11,16 @@ from typing import Any
 
 from . import __version__
 from .dialects import DIALECTS
-from .result import DEFAULT_IDLE_TIMEOUT, DEFAULT_PROMPT, DEFAULT_TIMEOUT, DEFAULT_TTFT_THRESHOLD, ProbeSpec
+from .result import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_STREAM_BYTES,
+    DEFAULT_PROMPT,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TTFT_THRESHOLD,
+    ProbeSpec,
+)
 
 EXIT_OK, EXIT_ALERT, EXIT_USAGE = 0, 1, 2
 
@@ -21,7 +30,7 @@ class UsageError(Exception):
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run on uvloop when it is installed (cheaper per event), else on asyncio's own loop."""
+    """Run on uvloop (a dependency on CPython outside Windows; cheaper per event), else on asyncio's own loop."""
     try:
         import uvloop
 
@@ -43,6 +52,16 @@ def _positive(kind: type) -> Callable[[str], Any]:
         return value
 
     return parse
+
+
+def _size(text: str) -> int:
+    """A size as the configuration file writes one: 67108864, 64MiB, 10MB."""
+    from .config import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -74,6 +93,13 @@ def spec_from_args(args: argparse.Namespace) -> ProbeSpec:
         raise UsageError(f"URL: expected an http:// or https:// URL, got {args.url!r}")
     if args.idle_timeout > args.timeout:
         raise UsageError(f"--idle-timeout ({args.idle_timeout:g} s) must not be longer than --timeout ({args.timeout:g} s)")
+    if args.max_stream_bytes < DEFAULT_MAX_EVENT_BYTES:  # as in the configuration: the budget holds the largest event
+        from .config import _fmt_size
+
+        raise UsageError(f"--max-stream-bytes ({_fmt_size(args.max_stream_bytes)}) must not be less than the event "
+                         f"size limit ({_fmt_size(DEFAULT_MAX_EVENT_BYTES)})")
+    if args.min_events is not None and args.min_events > args.max_events:
+        raise UsageError(f"--min-events ({args.min_events}) must not be more than --max-events ({args.max_events})")
     return ProbeSpec(
         url=args.url,
         dialect=args.dialect,
@@ -87,6 +113,8 @@ def spec_from_args(args: argparse.Namespace) -> ProbeSpec:
         min_events=args.min_events,
         timeout=args.timeout,
         idle_timeout=args.idle_timeout,
+        max_stream_bytes=args.max_stream_bytes,
+        max_events=args.max_events,
         heartbeat_events=tuple(args.heartbeat_event),
         terminal_event=args.terminal_event,
         terminal_data=args.terminal_data,
@@ -197,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-events", type=_positive(int), metavar="N", help="fewer token events means it ended early")
     p.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT, metavar="S", help="the whole probe")
     p.add_argument("--idle-timeout", type=_positive(float), default=DEFAULT_IDLE_TIMEOUT, metavar="S", help="no byte for this long ends the stream")
+    p.add_argument("--max-stream-bytes", type=_size, default=DEFAULT_MAX_STREAM_BYTES, metavar="N",
+                   help="the stream's byte budget, as 10MB or 1GiB (default 64MiB); more fails as too_many_bytes")
+    p.add_argument("--max-events", type=_positive(int), default=DEFAULT_MAX_EVENTS, metavar="N",
+                   help="the stream's budget of events and comments (default 200000); more fails as too_many_events")
     p.add_argument("--heartbeat-event", action="append", default=[], metavar="TYPE", help="generic: an event type that is a heartbeat")
     p.add_argument("--terminal-event", metavar="TYPE", help="generic: the event type that ends the stream")
     p.add_argument("--terminal-data", metavar="DATA", help="generic: the data value that ends the stream")

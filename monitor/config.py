@@ -60,6 +60,8 @@ from monitor.result import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PROXY_IDLE_TIMEOUT,
     DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_STREAM_BYTES,
     DEFAULT_PROMPT,
     DEFAULT_TIMEOUT,
     DEFAULT_TTFT_THRESHOLD,
@@ -176,6 +178,14 @@ def _describe(value: Any, secret: bool = False) -> str:
 
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
+
+
+def _fmt_size(size: int) -> str:
+    """1048576 -> '1MiB', 65536 -> '64KiB', 1000 -> '1000B': the way sizes are written in the file."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
 
 
 # ---- scalar parsers -------------------------------------------------------------------------------------------------
@@ -567,6 +577,8 @@ class DefaultsConfig(_Section):
     prompt: Prompt = DEFAULT_PROMPT
     verify_tls: Flag = True
     max_event_bytes: Size = DEFAULT_MAX_EVENT_BYTES
+    max_stream_bytes: Size = DEFAULT_MAX_STREAM_BYTES
+    max_events: PositiveInt = DEFAULT_MAX_EVENTS
     headers: Headers = Field(default_factory=dict, repr=False, description="merged under each target's headers")
     labels: Labels = Field(default_factory=dict, description="merged under each target's labels")
 
@@ -574,6 +586,7 @@ class DefaultsConfig(_Section):
 # target fields that fall back to the same-named field of `defaults`
 _INHERITED = (
     "dialect", "interval", "timeout", "idle_timeout", "proxy_idle_timeout", "prompt", "verify_tls", "max_event_bytes",
+    "max_stream_bytes", "max_events",
 )
 _INHERITED_EXPECT = ("ttft_threshold", "min_duration", "min_events")
 
@@ -601,6 +614,8 @@ class TargetConfig(_Section):
     terminal_data: OptionalEventData = Field(None, description="generic dialect only")
     error_event: OptionalEventType = Field(None, description="generic dialect only: this event type is an error")
     max_event_bytes: Size = DEFAULT_MAX_EVENT_BYTES
+    max_stream_bytes: Size = Field(DEFAULT_MAX_STREAM_BYTES, description="body bytes; more fails as too_many_bytes")
+    max_events: PositiveInt = Field(DEFAULT_MAX_EVENTS, description="events and comments; more: too_many_events")
 
     @property
     def body_bytes(self) -> bytes | None:
@@ -627,6 +642,8 @@ class TargetConfig(_Section):
             timeout=self.timeout,
             idle_timeout=self.idle_timeout,
             max_event_bytes=self.max_event_bytes,
+            max_stream_bytes=self.max_stream_bytes,
+            max_events=self.max_events,
             heartbeat_events=tuple(self.heartbeat_events),
             terminal_event=self.terminal_event,
             terminal_data=self.terminal_data,
@@ -1155,6 +1172,52 @@ def _timeout_problems(target: Mapping[str, Any] | None, loc: Loc, defaults: Mapp
     return problems
 
 
+def _budget_problems(target: Mapping[str, Any] | None, loc: Loc, defaults: Mapping[str, Any]) -> list[_Problem]:
+    """max_stream_bytes >= max_event_bytes and expect.min_events <= max_events, once defaults are applied: a stream
+    budget smaller than one event would report a large event as too_many_bytes (never event_too_large), and a minimum
+    of token events above the event budget could never be met. Reported where written, as `_timeout_problems` does."""
+    problems = []
+    level = loc if target is not None else ("defaults",)
+    stream = _setting(target, loc, defaults, "max_stream_bytes", parse_size, DEFAULT_MAX_STREAM_BYTES)
+    event = _setting(target, loc, defaults, "max_event_bytes", parse_size, DEFAULT_MAX_EVENT_BYTES)
+    if stream and event and stream.value < event.value and (stream.own or event.own):
+        if stream.own:
+            problems.append(_Problem(
+                (*level, "max_stream_bytes"),
+                f"expected at least the event size limit ({_fmt_size(event.value)}, {event.where}), "
+                f"got {_fmt_size(stream.value)}",
+            ))
+        else:
+            problems.append(_Problem(
+                (*level, "max_event_bytes"),
+                f"expected at most the stream byte budget ({_fmt_size(stream.value)}, {stream.where}), "
+                f"got {_fmt_size(event.value)}",
+            ))
+    events = _setting(target, loc, defaults, "max_events", _parse_positive_int, DEFAULT_MAX_EVENTS)
+    min_events = _setting(
+        target, loc, defaults, "min_events", _v_optional_positive_int, None, ("expect", "min_events")
+    )
+    me_loc = (*loc, "expect", "min_events") if target is not None else ("defaults", "min_events")
+    if (
+        events
+        and min_events
+        and min_events.value is not None
+        and min_events.value > events.value
+        and (events.own or min_events.own)
+    ):
+        if min_events.own:
+            problems.append(_Problem(
+                me_loc, f"expected at most the event budget ({events.value}, {events.where}), got {min_events.value}"
+            ))
+        else:
+            problems.append(_Problem(
+                (*level, "max_events"),
+                f"expected at least the minimum number of token events ({min_events.value}, {min_events.where}), "
+                f"got {events.value}",
+            ))
+    return problems
+
+
 def _cross_field_problems(data: Mapping[str, Any]) -> list[_Problem]:
     """Rules that span fields, checked on the raw merged data so they are reported along with field errors."""
     problems: list[_Problem] = []
@@ -1205,11 +1268,13 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[_Problem]:
                 ))
 
     problems += _timeout_problems(None, (), defaults)
+    problems += _budget_problems(None, (), defaults)
     for i, target in enumerate(targets):
         if not isinstance(target, Mapping):
             continue
         loc = ("targets", i)
         problems += _timeout_problems(target, loc, defaults)
+        problems += _budget_problems(target, loc, defaults)
         dialect = _setting(target, loc, defaults, "dialect", _v_dialect, DEFAULT_DIALECT)
         if dialect and dialect.value != GENERIC_DIALECT:
             for key in GENERIC_ONLY_FIELDS:

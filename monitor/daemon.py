@@ -12,11 +12,12 @@ from pathlib import Path
 
 import structlog
 
+from . import network
 from .alerting import AlertmanagerPusher
 from .config import ConfigError, MonitorConfig, TargetConfig, load_config
 from .metrics import Metrics
 from .probe import run_probe
-from .result import ALERT_TTFT_HIGH, WARNING_EVENT_LOOP_LAG, ProbeResult, ProbeSpec
+from .result import ALERT_TTFT_HIGH, CLOCK_KERNEL, WARNING_EVENT_LOOP_LAG, ProbeResult, ProbeSpec
 from .scheduler import ProbeScheduler
 from .serving import AppServer, split_listen
 
@@ -168,23 +169,41 @@ class Daemon:
         spec = self.specs.get(name)
         if spec is None:  # removed by a reload while this run waited
             return
+        due = time.perf_counter()
         task = asyncio.current_task()
         self._in_flight.add(task)
         try:
-            async with self._semaphore:
+            semaphore = self._semaphore  # a reload may replace it: release the one acquired
+            if semaphore.locked():  # every slot of scheduler.max_concurrent is taken: this run waits for one
+                self.metrics.probe_waits.labels(name).inc()
+                await semaphore.acquire()
+                self.metrics.probe_wait.observe(time.perf_counter() - due)
+            else:
+                await semaphore.acquire()
+                self.metrics.probe_wait.observe(0.0)
+            try:
                 self.metrics.in_flight.inc()
                 started = time.perf_counter()
                 try:
                     result = await run_probe(spec)
                 finally:
                     self.metrics.in_flight.dec()
+            finally:
+                semaphore.release()
         except asyncio.CancelledError:
             return  # stopping: an interrupted probe is recorded as nothing, never as an invented result
         finally:
             self._in_flight.discard(task)
-        if self.lag.lagged_between(started, time.perf_counter()):
+        if self._timing_disturbed(result, started, time.perf_counter()):
             self._discount_lag(name, result)
         self.record(name, result)
+
+    def _timing_disturbed(self, result: ProbeResult, started: float, ended: float) -> bool:
+        """On the kernel clock a late loop costs nothing, unless nothing at all could read the sockets for a while
+        (network.blind_between); on the user clock any loop lag past the bound does."""
+        if result.clock == CLOCK_KERNEL:
+            return network.blind_between(started, ended)
+        return self.lag.lagged_between(started, ended)
 
     def _discount_lag(self, name: str, result: ProbeResult) -> None:
         """The loop was late while this probe ran: its timings measure us, not the endpoint."""
@@ -205,6 +224,8 @@ class Daemon:
             target=name,
             outcome=result.outcome,
             reason=result.reason,
+            started_at=result.started_at,
+            clock=result.clock,
             ttft_seconds=result.ttft_seconds,
             duration_seconds=round(result.duration_seconds, 6),
             events=result.events,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 import typing
 import weakref
@@ -21,13 +22,15 @@ from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.utils import floatToGoString
 
 from . import __version__
-from .result import ALERTS, REASONS, WARNINGS, ProbeResult
+from .result import ALERTS, CLOCK_USER, REASONS, WARNINGS, ProbeResult
 
 # 1.5 s is the seeds' p95 SLO and 2.0 s the alert threshold: both must be bucket bounds.
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 GAP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1200.0)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# a slot under scheduler.max_concurrent: a few ms when streams end often, up to a whole stream's length when they don't
+WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 OUTCOME_REASONS = tuple((outcome, reason) for outcome, reasons in REASONS.items() for reason in reasons)
 
@@ -55,6 +58,10 @@ class Metrics:
         self.skipped = Counter("sse_monitor_skipped_runs", "Runs not started because the previous run of the target was still going.", t, registry=registry)
         self.lag = Histogram("sse_monitor_event_loop_lag_seconds", "How late the daemon's event loop woke up for a timer.", buckets=LAG_BUCKETS, registry=registry)
         self.lagged_probes = Counter("sse_monitor_lagged_probes", "Probes flagged because the event loop lagged while they ran.", t, registry=registry)
+        self.probe_waits = Counter("sse_monitor_probe_waits", "Runs that had to wait for a free slot under scheduler.max_concurrent.", t, registry=registry)
+        # no target label: the wait measures the monitor's capacity, not the target; the counter says who waited
+        self.probe_wait = Histogram("sse_monitor_probe_wait_seconds", "Time from a run being due to its slot under scheduler.max_concurrent; 0 when one was free.", buckets=WAIT_BUCKETS, registry=registry)
+        self.user_clock = Counter("sse_monitor_probes_user_clock", "Finished probes timed at least partly on the process's clock, without kernel receive timestamps.", t, registry=registry)
         self.reload_ok = Gauge("sse_monitor_config_last_reload_successful", "1 if the last configuration (re)load succeeded.", registry=registry)
         self.reload_time = Gauge("sse_monitor_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully.", registry=registry)
         self.targets = Gauge("sse_monitor_targets", "Configured targets.", registry=registry)
@@ -77,6 +84,8 @@ class Metrics:
             self.alert.labels(name, alertname).set(0)
         self.skipped.labels(name)
         self.lagged_probes.labels(name)
+        self.probe_waits.labels(name)
+        self.user_clock.labels(name)
         self.configure_target(name, interval, ttft_threshold, proxy_idle_timeout)
         # success, last run, last TTFT and max silence have no honest value before the first run: no series yet
 
@@ -89,7 +98,8 @@ class Metrics:
     def remove_target(self, name: str) -> None:
 
         single = (self.ttft, self.first_byte, self.gap, self.duration, self.success, self.last_run, self.last_ttft,
-                  self.max_silence, self.threshold, self.interval, self.proxy_idle, self.skipped, self.lagged_probes)
+                  self.max_silence, self.threshold, self.interval, self.proxy_idle, self.skipped, self.lagged_probes,
+                  self.probe_waits, self.user_clock)
         for metric in single:
             _remove(metric, name)
         for outcome, reason in OUTCOME_REASONS:
@@ -113,6 +123,8 @@ class Metrics:
             gap.observe(value)
         self.duration.labels(target).observe(result.duration_seconds)
         self.runs.labels(target, result.outcome, result.reason).inc()
+        if result.clock == CLOCK_USER:
+            self.user_clock.labels(target).inc()
         self.success.labels(target).set(0 if result.alerts else 1)
         self.last_run.labels(target).set(result.started_at + result.duration_seconds)
         self.last_ttft.labels(target).set(math.nan if result.ttft_seconds is None else result.ttft_seconds)
@@ -170,7 +182,12 @@ class _OneCollector:
         return self.collector.collect()
 
 
-YIELD_EVERY = 200  # series rendered between two offers of the GIL (render runs in a thread beside the event loop)
+_GAUGE_SAMPLES = Gauge._child_samples
+# /metrics renders in a thread beside the event loop, on the same core. Without help the loop's thread waits up to the
+# 5 ms switch interval for the GIL whenever an event arrives mid-render; every ~1 ms the renderer hands it over instead
+# (time.sleep(0): the GIL and, with Linux's timer slack, ~70 us of the core).
+YIELD_SECONDS = 0.001
+YIELD_CHECK = 100  # series between two looks at the clock
 _LEGACY_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LEGACY_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _HEADERS: weakref.WeakKeyDictionary[typing.Any, str] = weakref.WeakKeyDictionary()
@@ -181,6 +198,21 @@ _TEXTS: weakref.WeakKeyDictionary[typing.Any, dict[tuple[str, ...], tuple]] = we
 _LAST: weakref.WeakKeyDictionary[typing.Any, dict[tuple[str, ...], tuple[tuple[float, ...], str]]] = (
     weakref.WeakKeyDictionary()
 )
+_FAMILIES: weakref.WeakKeyDictionary[typing.Any, _Family] = weakref.WeakKeyDictionary()
+
+
+class _Family:
+    """One family's series in the order they were last rendered, so that an unchanged family is walked without a
+    lookup per series: their texts, line prefixes, created times and the block of created lines."""
+
+    __slots__ = ("created", "created_block", "keys", "prefixes", "series")
+
+    def __init__(self) -> None:
+        self.keys: tuple[tuple[str, ...], ...] | None = None
+        self.series: list[tuple] = []
+        self.prefixes: list[str] = []
+        self.created: list[float] | None = None
+        self.created_block = ""
 
 
 def _family_lines(metric: typing.Any, with_created: bool) -> str | None:
@@ -195,54 +227,98 @@ def _family_lines(metric: typing.Any, with_created: bool) -> str | None:
         return None
     with metric._lock:
         children = metric._metrics.copy()  # one dict: no (labels, child) tuple per series for the GC to count
-    if kind is Gauge and any("_child_samples" in vars(child) for child in children.values()):  # set_function
-        return None
-    texts = _TEXTS.get(metric)
-    if texts is None:
-        texts = _TEXTS[metric] = {}
-    last = _LAST.get(metric)
-    if last is None:
-        last = _LAST[metric] = {}
+    if kind is Gauge and any(child._child_samples.__func__ is not _GAUGE_SAMPLES for child in children.values()):
+        return None  # set_function: a child with samples of its own (checked without vars(), which would give each
+        # child a real __dict__ for the garbage collector to walk)
+    family = _family(metric, children)
+    kids = list(children.values())
+    if kind is not Gauge and with_created:
+        _check_created(metric, family, kids)
     text = _FloatText()
     known = text.known
     lines = [_header(metric)]
-    created: list[str] = []
-    for i, (labelvalues, child) in enumerate(children.items()):
-        if not i % YIELD_EVERY:
-            time.sleep(0)  # let the event loop's thread have the GIL now, not after the 5 ms switch interval
-        series = texts.get(labelvalues)
-        if series is None or (kind is not Gauge and series[0] != child._created):  # new, or a reset counter
-            series = texts[labelvalues] = _series_text(metric, labelvalues, child)
-        if kind is Histogram:
+    n = len(kids)
+    if kind is Histogram:
+        last = _LAST.get(metric)
+        if last is None:
+            last = _LAST[metric] = {}
+        if len(last) > n:
+            last = _LAST[metric] = {key: last[key] for key in family.keys if key in last}
+        for i, (key, series, child) in enumerate(zip(family.keys, family.series, kids, strict=True)):
+            if not i % YIELD_CHECK:
+                _offer_gil()
             # what get() returns, read without taking each value's lock (as generate_latest, one value at a time)
             now = [bucket._value for bucket in child._buckets]
             now.append(child._sum._value)
             now = tuple(now)
-            before = last.get(labelvalues)
+            before = last.get(key)
             if before is None or before[0] != now:  # most targets did not run since the last scrape: their text stands
-                before = last[labelvalues] = (now, _histogram_text(series, now, text))
+                before = last[key] = (now, _histogram_text(series, now, text))
             lines.append(before[1])
-            if with_created:
-                created.append(series[-1])
-        elif kind is Counter:
-            value = child._value._value
-            lines.append(series[1] + (known.get(value) or text(value)))
-            if with_created:
-                created.append(series[-1])
-        else:
-            value = child._value._value
-            if value == 0 and math.copysign(1.0, value) < 0:  # -0.0 equals 0.0 as a key, not as text
-                lines.append(series[1] + "-0.0\n")
+    else:
+        prefixes = family.prefixes
+        for start in range(0, n, YIELD_CHECK):
+            _offer_gil()
+            end = start + YIELD_CHECK
+            part = [child._value._value for child in kids[start:end]]
+            if kind is Gauge and any(v == 0 and math.copysign(1.0, v) < 0 for v in part):  # -0.0: key 0.0, not text
+                lines.extend([p + ("-0.0\n" if v == 0 and math.copysign(1.0, v) < 0 else text(v))
+                              for p, v in zip(prefixes[start:end], part)])
             else:
-                lines.append(series[1] + (known.get(value) or text(value)))
-    if len(texts) > len(children):  # series were removed: forget them
-        _TEXTS[metric] = {labelvalues: texts[labelvalues] for labelvalues in children}
-        _LAST[metric] = {labelvalues: last[labelvalues] for labelvalues in children if labelvalues in last}
-    if created:
+                lines.extend([p + (known.get(v) or text(v)) for p, v in zip(prefixes[start:end], part)])
+    if kind is not Gauge and with_created and n:
         doc = metric._documentation.replace("\\", r"\\").replace("\n", r"\n")
         lines.append(f"# HELP {name}_created {doc}\n# TYPE {name}_created gauge\n")
-        lines.extend(created)
+        lines.append(family.created_block)
     return "".join(lines)
+
+
+_yielded = threading.local()
+
+
+def _offer_gil() -> None:
+    """Hand the GIL to the event loop's thread if this thread has held it for YIELD_SECONDS."""
+    now = time.perf_counter()
+    if now - getattr(_yielded, "at", 0.0) >= YIELD_SECONDS:
+        time.sleep(0)
+        _yielded.at = time.perf_counter()
+
+
+def _family(metric: typing.Any, children: dict[tuple[str, ...], typing.Any]) -> _Family:
+    """The family's cached texts, in the children's order; rebuilt only when the set or order of series changed."""
+    family = _FAMILIES.get(metric)
+    if family is None:
+        family = _FAMILIES[metric] = _Family()
+    keys = tuple(children)
+    if keys != family.keys:
+        texts = _TEXTS.get(metric)
+        if texts is None or len(texts) > len(keys):  # first time, or series were removed: forget them
+            texts = {key: texts[key] for key in keys if key in texts} if texts else {}
+            _TEXTS[metric] = texts
+        series = []
+        for key, child in children.items():
+            entry = texts.get(key)
+            if entry is None or entry[0] != getattr(child, "_created", None):  # new, or added again
+                entry = texts[key] = _series_text(metric, key, child)
+            series.append(entry)
+        family.keys, family.series = keys, series
+        family.prefixes = [entry[1] for entry in series]
+        family.created = None
+    return family
+
+
+def _check_created(metric: typing.Any, family: _Family, kids: list[typing.Any]) -> None:
+    """Created times are fixed for a series' life, but a counter's reset renews one: keep the created lines true."""
+    created = [child._created for child in kids]
+    if created == family.created:
+        return
+    texts = _TEXTS[metric]
+    for i, (key, child) in enumerate(zip(family.keys, kids, strict=True)):
+        if family.series[i][0] != created[i]:
+            family.series[i] = texts[key] = _series_text(metric, key, child)
+    family.prefixes = [entry[1] for entry in family.series]
+    family.created = created
+    family.created_block = "".join(entry[-1] for entry in family.series)
 
 
 def _series_text(metric: typing.Any, labelvalues: tuple[str, ...], child: typing.Any) -> tuple:

@@ -1,4 +1,24 @@
-"""The network under httpx for probes: asyncio transports and protocols instead of httpcore's anyio backend."""
+"""The network under httpx for probes: sockets read with the kernel's receive timestamps, fairly.
+
+httpx stays the client API; this module is the httpcore network backend beneath it. Each connection owns a
+non-blocking socket that the event loop's reader callback drains with `recvmsg`, so every piece of bytes carries the
+kernel's software receive timestamp of the segment that delivered it (`SO_TIMESTAMPING`, Linux). A probe's times are
+those stamps, not the moment Python got around to reading: a late event loop no longer shows up as a slow endpoint.
+TLS runs on `ssl.SSLObject` over memory BIOs on the same socket, so the stamp is the ciphertext's arrival, which is
+what a user's client sees.
+
+One limit of the kernel, measured: segments that queue up while nobody reads are merged into one buffer that keeps
+only the newest segment's stamp (tcp_try_coalesce), so reading them back in smaller pieces does not recover the older
+stamps (tried: 10 segments 10 ms apart, read 300 ms later in 60-byte pieces: every piece carried the last segment's
+stamp). The stamps are exact while the loop reads each socket before its next segment arrives; for an LLM stream
+(tens of milliseconds between chunks) that is a loop late by less than that gap. Fair reading below keeps it so.
+
+Fair reading: a stream whose bytes keep arriving faster than they are processed (a flood) would keep the event loop
+busy and delay every other target. Each stream measures the time its consumer spends on what it handed over; after
+SLICE_SECONDS of work without waiting it yields to the loop, and when its work exceeds FAIR_SHARE of a FAIR_WINDOW it
+stops reading its socket for the rest of the window (the kernel's buffer fills and TCP back-pressure slows the sender)
+and says so (`throttled`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +27,16 @@ import collections
 import contextlib
 import ipaddress
 import math
+import os
+import platform
 import socket
 import ssl
+import struct
+import sys
+import threading
+import time
 import typing
+import weakref
 from functools import cache
 
 import certifi
@@ -27,210 +54,518 @@ def ssl_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
-# -- the network under httpx -------------------------------------------------------------------------------------------
-#
-# httpx's default network backend (httpcore on anyio) spends most of a stream's CPU on each read: an anyio cancel scope
-# for the read timeout, exception-mapping context managers, pausing and resuming the transport around every receive.
-# This backend does the same job on asyncio's transports and protocols directly: a read that finds data returns it at
-# once, and a read that waits arms no timer of its own (one timer per connection checks a deadline and is re-armed
-# lazily). Failures are httpcore's exceptions with the messages the anyio backend gives, so httpx and
-# _classify_transport_error see exactly what they saw before.
+# -- kernel receive timestamps -----------------------------------------------------------------------------------------
 
+# Python 3.11 lacks the constants; these are the generic values (x86-64, arm64, and the other architectures whose
+# asm/socket.h takes them from asm-generic): SO_TIMESTAMPING(_OLD) = 37, with 64-bit time fields on 64-bit builds.
+SO_TIMESTAMPING = 37
+SOF_TIMESTAMPING_RX_SOFTWARE = 1 << 3
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+_STAMP = struct.Struct("=qq")  # the first of scm_timestamping's three timespecs: the software stamp
+_ANCILLARY_BYTES = socket.CMSG_SPACE(3 * _STAMP.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+def _kernel_stamps_possible() -> bool:
+    if os.environ.get("SSE_MONITOR_KERNEL_TIMESTAMPS", "").strip().lower() in ("0", "off", "false", "no"):
+        return False  # forced off: every time is read on the process's own clock
+    return (
+        sys.platform == "linux"
+        and struct.calcsize("P") == 8
+        and platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64", "riscv64", "s390x", "ppc64le")
+        and _ANCILLARY_BYTES > 0
+    )
+
+
+KERNEL_TIMESTAMPS = _kernel_stamps_possible()  # tests may switch it off; new connections follow it
+
+
+def _enable_stamps(sock: socket.socket) -> bool:
+    if not KERNEL_TIMESTAMPS or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE)
+    except OSError:  # an old kernel, a sandbox that filters the option
+        return False
+    return True
+
+
+def _stamp_of(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(data) >= _STAMP.size:
+            seconds, nanoseconds = _STAMP.unpack_from(data)
+            if seconds or nanoseconds:
+                return seconds + nanoseconds * 1e-9
+    return None
+
+
+# -- one connection ----------------------------------------------------------------------------------------------------
+
+RECV_BYTES = 64 * 1024  # one recvmsg
 READ_AHEAD_BYTES = 256 * 1024  # received but not yet read: past this, reading from the socket pauses
+PIECE_BYTES = 16 * 1024  # at most this much is handed over at once, so a slice of work stays short
+SLICE_SECONDS = 0.002  # a consumer that worked this long without waiting lets the others run first
+FAIR_WINDOW = 0.1
+FAIR_SHARE = 0.2  # a stream may keep the loop busy for this share of each window; past it, its reading pauses
 POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)  # httpx's defaults
 
 
-class _Protocol(asyncio.Protocol):
-    """Collects what arrives and wakes the one reader (or writer) waiting for it."""
+class Arrival(typing.NamedTuple):
+    """When a piece of bytes arrived: the kernel's stamp (unix seconds, CLOCK_REALTIME) or None, and when the process
+    read it (perf_counter)."""
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.chunks: collections.deque[bytes] = collections.deque()
+    stamp: float | None
+    read_at: float
+
+
+class _Socket:
+    """A non-blocking socket drained by the event loop's reader callback; every piece keeps its arrival."""
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.loop = loop
+        self.stamped = _enable_stamps(sock)
+        self.chunks: collections.deque[tuple[bytes, Arrival]] = collections.deque()
         self.size = 0
         self.eof = False
-        self.lost = False
-        self.error: BaseException | None = None
-        self.reader: asyncio.Future[None] | None = None
-        self.writer: asyncio.Future[None] | None = None
-        self.reading_paused = False
-        self.writing_paused = False
-        self.tls = False
+        self.error: OSError | None = None
+        self.closed = False
+        self.waiter: asyncio.Future[None] | None = None
+        self._reading = False
+        self._held = False  # reading paused on purpose (the stream is throttled)
+        self._lock = threading.Lock()  # the loop and the stall reader never read the socket at once
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(0)  # type: ignore[attr-defined]  # a write returns once the kernel has it
+    # reading
 
-    def data_received(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.size += len(data)
-        if self.size > READ_AHEAD_BYTES and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
-        self._wake(self.reader)
+    def start_reading(self) -> None:
+        if not self._reading and not self._held and not (self.closed or self.eof or self.error):
+            self.loop.add_reader(self.fd, self._on_readable)
+            self._reading = True
+            _stall_reader(self.loop).watch(self)
 
-    def eof_received(self) -> bool:
-        self.eof = True
-        self._wake(self.reader)
-        return not self.tls  # over TCP the reader sees the end and the stream closes; TLS closes itself
+    def stop_reading(self) -> None:
+        if self._reading:
+            self.loop.remove_reader(self.fd)
+            self._reading = False
+            _stall_reader(self.loop).forget(self)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.error = exc
-        self._wake(self.reader)
-        self._wake(self.writer)
+    def hold(self, held: bool) -> None:
+        self._held = held
+        if held:
+            self.stop_reading()
+        elif self.size <= READ_AHEAD_BYTES:
+            self.start_reading()
 
-    def pause_writing(self) -> None:
-        self.writing_paused = True
+    def _on_readable(self) -> None:
+        if self.size > READ_AHEAD_BYTES:  # the stall reader filled the read-ahead meanwhile
+            self.stop_reading()
+            return
+        with self._lock:
+            self._receive()
+        if self.eof or self.error is not None or self.size > READ_AHEAD_BYTES:
+            self.stop_reading()
+        self._wake()
 
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        self._wake(self.writer)
+    def read_while_stalled(self) -> bool:
+        """From the stall reader's thread: read what waits, while the loop cannot. True if anything changed."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            changed = False
+            while self.size <= READ_AHEAD_BYTES and not (self.closed or self.eof or self.error):
+                if not self._receive():
+                    break
+                changed = True
+            return changed
+        finally:
+            self._lock.release()
 
-    @staticmethod
-    def _wake(waiter: asyncio.Future[None] | None) -> None:
+    def _receive(self) -> bool:
+        """One recvmsg (under the lock): a piece with its arrival, the end, or an error. False when nothing waits."""
+        if self.closed:
+            return False
+        try:
+            if self.stamped:
+                data, ancillary, _, _ = self.sock.recvmsg(RECV_BYTES, _ANCILLARY_BYTES)
+                arrival = Arrival(_stamp_of(ancillary) if ancillary else None, time.perf_counter())
+            else:
+                data = self.sock.recv(RECV_BYTES)
+                arrival = Arrival(None, time.perf_counter())
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self.error = exc
+            return True
+        if not data:
+            self.eof = True
+        else:
+            self.chunks.append((data, arrival))
+            self.size += len(data)
+        return True
+
+    def take(self, max_bytes: int) -> tuple[bytes, Arrival]:
+        """The oldest piece (at most max_bytes of it) and its arrival. Pieces from different reads are never merged:
+        each keeps its own stamp."""
+        with self._lock:
+            data, arrival = self.chunks.popleft()
+            if len(data) > max_bytes:
+                self.chunks.appendleft((data[max_bytes:], arrival))
+                data = data[:max_bytes]
+            self.size -= len(data)
+        if not self._reading and self.size <= READ_AHEAD_BYTES:
+            self.start_reading()
+        return data, arrival
+
+    async def wait(self) -> None:
+        """Until something arrives, or the end (the stream's timer may end the wait with TimeoutError)."""
+        self.start_reading()
+        waiter = self.waiter = self.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+
+    def _wake(self) -> None:
+        waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    # writing
+
+    async def send_all(self, data: bytes | memoryview, timeout: float | None) -> None:
+        view = memoryview(data)
+        deadline = None if timeout is None else self.loop.time() + timeout
+        while view:
+            if self.closed:
+                raise httpcore.WriteError("")
+            try:
+                sent = self.sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                raise httpcore.WriteError("") from exc
+            view = view[sent:]
+            if view:
+                await self._writable(deadline)
+
+    async def _writable(self, deadline: float | None) -> None:
+        writable = self.loop.create_future()
+        self.loop.add_writer(self.fd, lambda: writable.done() or writable.set_result(None))
+        try:
+            async with asyncio.timeout_at(deadline):
+                await writable
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(exc) from exc
+        finally:
+            self.loop.remove_writer(self.fd)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.stop_reading()
+            with self._lock:
+                self.closed = True
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_WR)
+                self.sock.close()
+            self._wake()
+
+
+# -- reading while the event loop is stalled ---------------------------------------------------------------------------
+
+STALL_TICK = 0.002  # the loop shows it is alive this often, while any probe socket is read
+STALL_AFTER = 0.004  # a loop silent for this long is stalled: the stall reader reads its sockets meanwhile
+BLIND_AFTER = 0.02  # neither the loop nor the stall reader could read for this long: arrivals in it may share a stamp
+
+
+class _StallReader:
+    """Reads the probe sockets of one event loop while that loop is stalled, so their segments keep their own stamps.
+
+    The kernel keeps one receive stamp for segments that queue up unread (see the module's doc): a loop busy for
+    200 ms while four events arrive would give all four the last one's stamp. A timer on the loop marks it alive every
+    STALL_TICK; this thread wakes as often and, when the mark is older than STALL_AFTER, drains every watched socket
+    (under the socket's lock) and wakes the loop's readers. Python hands the GIL to a waiting thread at least every
+    switch interval (5 ms), so while the loop runs Python code a stall is read at least that often. Costs nothing on
+    the loop's path but the tick (~500 callbacks a second).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # the loop holds this (its tick) while it lives; never the other way round
+        self.sockets: set[_Socket] = set()
+        self.alive_at = time.perf_counter()
+        self.stalls = 0  # sweeps made while the loop was stalled
+        # (start, end) perf_counter spans in which nothing could read (the GIL held by C code, the core taken): segments
+        # that arrived in one may have been merged into one read with the newest one's stamp
+        self.blind: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._stop: threading.Event | None = None  # the running thread's own stop signal
+
+    def watch(self, sock: _Socket) -> None:
+        self.sockets.add(sock)
+        if self._tick_handle is None:
+            self.alive_at = time.perf_counter()
+            self._tick_handle = sock.loop.call_later(STALL_TICK, self._tick)
+        if self._stop is None:
+            self._stop = threading.Event()
+            threading.Thread(target=self._run, args=(self._stop,), name="sse-monitor-stall-reader", daemon=True).start()
+
+    def forget(self, sock: _Socket) -> None:
+        self.sockets.discard(sock)
+        if not self.sockets:
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+                self._tick_handle = None
+            if self._stop is not None:
+                self._stop.set()
+                self._stop = None
+
+    def _tick(self) -> None:
+        self.alive_at = time.perf_counter()
+        loop = self._loop()
+        self._tick_handle = loop.call_later(STALL_TICK, self._tick) if self.sockets and loop is not None else None
+
+    def _run(self, stop: threading.Event) -> None:
+        woke = time.perf_counter()
+        while not stop.wait(STALL_TICK):
+            now = time.perf_counter()
+            unread = min(now - self.alive_at, now - woke - STALL_TICK)
+            woke = now
+            if unread > BLIND_AFTER:
+                self.blind.append((now - unread, now))
+            if now - self.alive_at <= STALL_AFTER:
+                continue
+            changed = [sock for sock in list(self.sockets) if sock.read_while_stalled()]
+            self.stalls += 1
+            loop = self._loop()
+            if loop is None:
+                return
+            if changed:
+                try:
+                    loop.call_soon_threadsafe(_wake_all, changed)
+                except RuntimeError:  # the loop is closed
+                    return
+
+
+def blind_between(start: float, end: float) -> bool:
+    """Whether, between these perf_counter times, this loop's probe sockets went unread for over BLIND_AFTER."""
+    reader = _STALL_READERS.get(asyncio.get_running_loop())
+    return reader is not None and any(s <= end and e >= start for s, e in reversed(reader.blind))
+
+
+def _wake_all(sockets: list[_Socket]) -> None:
+    for sock in sockets:
+        sock._wake()
+
+
+_STALL_READERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StallReader] = weakref.WeakKeyDictionary()
+
+
+def _stall_reader(loop: asyncio.AbstractEventLoop) -> _StallReader:
+    reader = _STALL_READERS.get(loop)
+    if reader is None:
+        reader = _STALL_READERS[loop] = _StallReader(loop)
+    return reader
+
 
 class _Stream(httpcore.AsyncNetworkStream):
-    """One connection, as httpcore reads and writes it."""
+    """One connection, as httpcore reads and writes it; TLS (after start_tls) on an SSLObject over memory BIOs.
 
-    def __init__(self, transport: asyncio.Transport, protocol: _Protocol, tcp: asyncio.Transport | None = None) -> None:
-        self._transport = transport
-        self._protocol = protocol
-        self._tcp = tcp or transport  # under TLS: the TCP transport beneath, closed directly (no close_notify wait)
-        self._loop = asyncio.get_running_loop()
+    `arrival` is the arrival of the bytes the last read returned: the probe's clock for what they carried.
+    """
+
+    def __init__(self, raw: _Socket) -> None:
+        self._raw = raw
+        self._loop = raw.loop
+        self._tls: ssl.SSLObject | None = None
+        self._incoming: ssl.MemoryBIO | None = None
+        self._outgoing: ssl.MemoryBIO | None = None
+        self._fed: Arrival | None = None  # the arrival of the last ciphertext fed to TLS
         self._deadline = math.inf
         self._timer: asyncio.TimerHandle | None = None
+        self.arrival: Arrival | None = None
+        self.kernel_stamps = raw.stamped
+        self.throttled = False  # reading was paused at least once for keeping the loop busy
+        self._handed_at: float | None = None  # perf_counter when the consumer got its last piece
+        self._slice = 0.0  # consumer work since the stream last waited or yielded
+        self._window_start = 0.0
+        self._window_busy = 0.0
+
+    # -- reading -------------------------------------------------------------------------------------------------------
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        p = self._protocol
-        if not p.chunks:
-            if not (p.eof or p.lost):
-                await self._wait_for_data(timeout)
-            if not p.chunks:
-                if p.error is not None:
-                    raise httpcore.ReadError("") from p.error
-                if self._transport.is_closing() and not p.lost and not p.eof:  # pragma: no cover - closed by us
-                    raise httpcore.ReadError("")
+        await self._account()
+        max_bytes = min(max_bytes, PIECE_BYTES)
+        raw = self._raw
+        while True:
+            if self._tls is None:
+                if raw.chunks:
+                    data, self.arrival = raw.take(max_bytes)
+                    self._handed_at = time.perf_counter()
+                    return data
+            else:
+                data = self._tls_read(max_bytes)
+                if data is not None:
+                    self.arrival = self._fed if data else Arrival(None, time.perf_counter())
+                    self._handed_at = time.perf_counter()
+                    return data
+                if raw.chunks:
+                    chunk, self._fed = raw.take(RECV_BYTES)
+                    self._incoming.write(chunk)
+                    continue
+            if raw.error is not None:
+                raise httpcore.ReadError("") from raw.error
+            if raw.eof or raw.closed:
+                if self._tls is not None and not self._incoming.eof:
+                    self._incoming.write_eof()
+                    continue
+                self.arrival = Arrival(None, time.perf_counter())
                 return b""  # the end of the stream
-        chunks = p.chunks
-        data = chunks.popleft()
-        if len(data) > max_bytes:
-            chunks.appendleft(data[max_bytes:])
-            data = data[:max_bytes]
-        elif chunks and len(data) + len(chunks[0]) <= max_bytes:  # several arrived: hand over what fits, at once
-            parts = [data]
-            size = len(data)
-            while chunks and size + len(chunks[0]) <= max_bytes:
-                size += len(chunks[0])
-                parts.append(chunks.popleft())
-            data = b"".join(parts)
-        p.size -= len(data)
-        if p.reading_paused and p.size <= READ_AHEAD_BYTES:
-            p.reading_paused = False
-            self._transport.resume_reading()
-        return data
+            await self._wait(timeout)
 
-    async def _wait_for_data(self, timeout: float | None) -> None:
-        loop = self._loop
-        reader = self._protocol.reader = loop.create_future()
+    def _tls_read(self, max_bytes: int) -> bytes | None:
+        """Plaintext available now (b"" at the end), or None when more ciphertext is needed."""
+        try:
+            return self._tls.read(max_bytes)
+        except ssl.SSLWantReadError:
+            return None
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return b""  # the peer closed without close_notify: the end, as the stream below reported it
+        except ssl.SSLError as exc:
+            raise httpcore.ReadError(exc) from exc
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Until the socket has news. The idle timeout arms no timer per wait: one timer per connection checks the
+        deadline and is re-armed lazily."""
+        self._slice = 0.0
+        self._handed_at = None
         if timeout is not None:
-            self._deadline = loop.time() + timeout
+            self._deadline = self._loop.time() + timeout
             if self._timer is None or self._timer.when() > self._deadline:
                 if self._timer is not None:
                     self._timer.cancel()
-                self._timer = loop.call_at(self._deadline, self._check_deadline)
+                self._timer = self._loop.call_at(self._deadline, self._check_deadline)
         try:
-            await reader
+            await self._raw.wait()
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(exc) from exc
         finally:
-            self._protocol.reader = None
             self._deadline = math.inf
 
     def _check_deadline(self) -> None:
         self._timer = None
-        reader = self._protocol.reader
-        if reader is None or reader.done():
+        waiter = self._raw.waiter
+        if waiter is None or waiter.done():
             return  # nobody waits now: the next wait arms the timer again
         if self._loop.time() >= self._deadline:
-            reader.set_exception(TimeoutError())
+            waiter.set_exception(TimeoutError())
         else:
             self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+
+    async def _account(self) -> None:
+        """Count the consumer's work on the last piece; yield, or pause this stream's reading, when it is too much."""
+        if self._handed_at is None:
+            return
+        now = time.perf_counter()
+        work = now - self._handed_at
+        self._handed_at = None
+        self._slice += work
+        if now - self._window_start >= FAIR_WINDOW:
+            self._window_start, self._window_busy = now, 0.0
+        self._window_busy += work
+        if self._window_busy > FAIR_SHARE * FAIR_WINDOW:
+            self.throttled = True
+            self._raw.hold(True)
+            try:
+                await asyncio.sleep(self._window_start + FAIR_WINDOW - now)
+            finally:
+                self._raw.hold(False)
+            self._window_start, self._window_busy, self._slice = time.perf_counter(), 0.0, 0.0
+        elif self._slice > SLICE_SECONDS:
+            await asyncio.sleep(0)
+            self._slice = 0.0
+
+    # -- writing -------------------------------------------------------------------------------------------------------
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
-        p = self._protocol
-        if p.lost or self._transport.is_closing():
-            raise httpcore.WriteError("") from p.error
-        self._transport.write(buffer)
-        if p.writing_paused and not p.lost:
-            writer = p.writer = self._loop.create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await writer
-            except TimeoutError as exc:
-                raise httpcore.WriteTimeout(exc) from exc
-            finally:
-                p.writer = None
-        if p.lost and p.error is not None:
-            raise httpcore.WriteError("") from p.error
+        if self._tls is None:
+            await self._raw.send_all(buffer, timeout)
+            return
+        try:
+            self._tls.write(buffer)
+        except ssl.SSLError as exc:
+            raise httpcore.WriteError(exc) from exc
+        await self._flush(timeout)
 
-    async def aclose(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        tcp = self._tcp
-        if not tcp.is_closing():
-            try:
-                tcp.write_eof()
-            except OSError:
-                pass
-            tcp.close()
-            await asyncio.sleep(0)
-            tcp.abort()
+    async def _flush(self, timeout: float | None) -> None:
+        pending = self._outgoing.read()
+        if pending:
+            await self._raw.send_all(pending, timeout)
+
+    # -- TLS -----------------------------------------------------------------------------------------------------------
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.AsyncNetworkStream:
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = ssl_context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
         try:
             async with asyncio.timeout(timeout):
-                transport = await self._loop.start_tls(
-                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname
-                )
+                await self._handshake()
         except TimeoutError as exc:
             await self.aclose()
             raise httpcore.ConnectTimeout(exc) from exc
         except ssl.SSLError as exc:
             await self.aclose()
             raise httpcore.ConnectError(exc) from exc
-        except (OSError, RuntimeError) as exc:  # the peer went away during the handshake
+        except (OSError, httpcore.NetworkError) as exc:  # the peer went away during the handshake
             await self.aclose()
             raise httpcore.ConnectError("") from exc
         except BaseException:
             await self.aclose()
             raise
-        self._protocol.transport = transport
-        self._protocol.tls = True
+        return self
+
+    async def _handshake(self) -> None:
+        raw = self._raw
+        while True:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                await self._flush(None)
+                while not raw.chunks:
+                    if raw.error is not None:
+                        raise raw.error
+                    if raw.eof or raw.closed:
+                        raise ConnectionResetError("the peer closed the connection during the TLS handshake")
+                    await raw.wait()
+                chunk, self._fed = raw.take(RECV_BYTES)
+                self._incoming.write(chunk)
+                continue
+            await self._flush(None)
+            self.arrival = self._fed
+            return
+
+    # -- the rest ------------------------------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        return _Stream(transport, self._protocol, self._tcp)
+        self._raw.close()
 
     def get_extra_info(self, info: str) -> typing.Any:
         if info == "ssl_object":
-            return self._transport.get_extra_info("ssl_object")
+            return self._tls
         if info == "client_addr":
-            return self._transport.get_extra_info("sockname")
+            return self._raw.sock.getsockname() if not self._raw.closed else None
         if info == "server_addr":
-            return self._transport.get_extra_info("peername")
+            return self._raw.sock.getpeername() if not self._raw.closed else None
         if info == "socket":
-            return self._transport.get_extra_info("socket")
+            return self._raw.sock
         if info == "is_readable":
-            p = self._protocol
-            return bool(p.chunks) or p.eof or p.lost
+            raw = self._raw
+            return bool(raw.chunks) or raw.eof or raw.error is not None or raw.closed
         return None
 
 
@@ -245,31 +580,31 @@ class _Backend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         try:
             async with asyncio.timeout(timeout):
-                transport, protocol = await _connect(host, port, local_address)
+                sock = await _connect(host, port, local_address, socket_options)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(exc) from exc
         except OSError as exc:  # as anyio words it: a name that did not resolve, or every address failed
             raise httpcore.ConnectError(exc) from exc
-        sock = transport.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return _Stream(transport, protocol)
+        return _Stream(_Socket(sock, asyncio.get_running_loop()))
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: typing.Iterable[typing.Any] | None = None
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
             async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_unix_connection(_Protocol, path)
+                await loop.sock_connect(sock, path)
         except TimeoutError as exc:
+            sock.close()
             raise httpcore.ConnectTimeout(exc) from exc
         except OSError as exc:
+            sock.close()
             raise httpcore.ConnectError(exc) from exc
-        sock = transport.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return _Stream(transport, protocol)
+        return _Stream(_Socket(sock, loop))
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -278,7 +613,9 @@ class _Backend(httpcore.AsyncNetworkBackend):
 _BACKEND = _Backend()
 
 
-async def _connect(host: str, port: int, local_address: str | None) -> tuple[asyncio.Transport, _Protocol]:
+async def _connect(
+    host: str, port: int, local_address: str | None, socket_options: typing.Iterable[typing.Any] | None
+) -> socket.socket:
     """TCP connect with happy eyeballs, in anyio's order: the first IPv6 address, the first IPv4 one, then the rest,
     each started 250 ms after the previous unless that one failed sooner; the first to connect wins."""
     loop = asyncio.get_running_loop()
@@ -287,38 +624,49 @@ async def _connect(host: str, port: int, local_address: str | None) -> tuple[asy
     if local_address:
         family, *_, local = (await loop.getaddrinfo(local_address, 0))[0]
     try:
-        ipaddress.ip_address(host)
-        addresses = [host]
+        literal = ipaddress.ip_address(host)
+        addresses = [(socket.AF_INET6 if literal.version == 6 else socket.AF_INET, (host, port))]
     except ValueError:
         found = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
         addresses, v6, v4 = [], False, False
         for af, *_, sockaddr in found:
             if af == socket.AF_INET6 and not v6:
                 v6 = True
-                addresses.insert(0, sockaddr[0])
+                addresses.insert(0, (af, sockaddr))
             elif af == socket.AF_INET and not v4 and v6:
                 v4 = True
-                addresses.insert(1, sockaddr[0])
+                addresses.insert(1, (af, sockaddr))
             else:
-                addresses.append(sockaddr[0])
+                addresses.append((af, sockaddr))
     errors: list[OSError] = []
-    connected: list[tuple[asyncio.Transport, _Protocol]] = []
+    connected: list[socket.socket] = []
 
-    async def attempt(address: str, done: asyncio.Event) -> None:
+    async def attempt(af: int, address: tuple, done: asyncio.Event) -> None:
+        sock = socket.socket(af, socket.SOCK_STREAM)
         try:
-            connection = await loop.create_connection(_Protocol, address, port, local_addr=local)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            if local is not None:
+                sock.bind(local)
+            await loop.sock_connect(sock, address)
         except OSError as exc:
+            sock.close()
             errors.append(exc)
+        except BaseException:
+            sock.close()
+            raise
         else:
-            connected.append(connection)
+            connected.append(sock)
         finally:
             done.set()
 
     attempts: list[asyncio.Task[None]] = []
     try:
-        for address in addresses:
+        for af, address in addresses:
             done = asyncio.Event()
-            attempts.append(asyncio.create_task(attempt(address, done)))
+            attempts.append(asyncio.create_task(attempt(af, address, done)))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.25):
                     await done.wait()
@@ -330,8 +678,8 @@ async def _connect(host: str, port: int, local_address: str | None) -> tuple[asy
         for task in attempts:
             task.cancel()
         await asyncio.gather(*attempts, return_exceptions=True)
-        for transport, _ in connected[1:]:
-            transport.close()
+        for extra in connected[1:]:
+            extra.close()
     if not connected:
         cause = errors[0] if len(errors) == 1 else ExceptionGroup("multiple connection attempts failed", errors)
         raise OSError("All connection attempts failed") from cause

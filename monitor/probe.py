@@ -17,9 +17,12 @@ except ImportError:  # pragma: no cover - only a warm-up
     pass
 
 from .dialects import Dialect, make_dialect
+from . import network
 from .network import http_transport
 from .redact import redact_url, scrub, secret_values
 from .result import (
+    CLOCK_KERNEL,
+    CLOCK_USER,
     COMPLETED,
     ENDED_EARLY,
     FAILED,
@@ -28,6 +31,7 @@ from .result import (
     WARNING_CONTENT_ENCODING,
     WARNING_CONTENT_LENGTH,
     WARNING_CONTENT_TYPE,
+    WARNING_THROTTLED,
     ProbeResult,
     ProbeSpec,
     alert_conditions,
@@ -67,11 +71,18 @@ class _Ended(Exception):
 
 
 class StreamRecorder:
-    """Times and classifies what arrives: response headers, body pieces, events, comments."""
+    """Times and classifies what arrives: response headers, body pieces, events, comments.
+
+    Every arrival time is the kernel's receive stamp of the read that carried it (network.Arrival), measured from
+    the moment the connection starts; where a read has no stamp, the moment the process read it (the user clock).
+    """
 
     def __init__(self, spec: ProbeSpec, dialect: Dialect, result: ProbeResult) -> None:
         self.spec, self.dialect, self.result = spec, dialect, result
         self.started = time.perf_counter()  # set again by start(), the moment the request goes out
+        self.started_wall = time.time()  # the same instant on the kernel stamps' clock (CLOCK_REALTIME)
+        self.stream: network._Stream | None = None  # the connection's network stream, once connected
+        self._user_times = 0  # arrivals timed on the user clock (no kernel stamp)
         self.decoder = SSEDecoder(spec.max_event_bytes)
         self.inflater: _Inflater | None = None
         self.concluded = False
@@ -83,31 +94,48 @@ class StreamRecorder:
         self._event_stream = True
 
     def start(self) -> None:
-        """The request starts now: the one clock every time in the result is measured from."""
+        """The request starts now: the instant every time in the result is measured from. Taken on both clocks at
+        once; called again just before the connection is opened, so our own set-up never counts."""
         self.started = time.perf_counter()
-        self.result.started_at = time.time()
+        self.started_wall = self.result.started_at = time.time()
 
     def now(self) -> float:
+        """The process's own clock: for timers (timeouts) and moments that no arrival carries."""
         return time.perf_counter() - self.started
 
-    def conclude(self, outcome: str, reason: str, detail: str = "") -> None:
+    def arrived(self) -> float:
+        """When the bytes the connection handed over last arrived: the kernel's stamp if it has one."""
+        arrival = self.stream.arrival if self.stream is not None else None
+        if arrival is None:
+            self._user_times += 1
+            return self.now()
+        if arrival.stamp is not None:
+            return arrival.stamp - self.started_wall
+        self._user_times += 1
+        return arrival.read_at - self.started
+
+    def conclude(self, outcome: str, reason: str, detail: str = "", at: float | None = None) -> None:
         if not self.concluded:
             self.concluded = True
             r = self.result
             r.outcome, r.reason, r.detail = outcome, reason, detail
-            r.duration_seconds = now = self.now()
+            r.duration_seconds = now = self.now() if at is None else at
             if r.headers_seconds is not None:  # the silence before the end counts too (e.g. an idle timeout)
                 self._silence_until(now)
 
     async def on_trace(self, name: str, info: dict) -> None:
-        if name == "connection.connect_tcp.complete":
-            self.result.connect_seconds = self.now()
+        if name == "connection.connect_tcp.started":
+            self.start()
+        elif name == "connection.connect_tcp.complete":
+            self.result.connect_seconds = self.now()  # no bytes arrive with a connect: the user clock
+            self.stream = info.get("return_value")
         elif name == "connection.start_tls.complete":
-            self.result.tls_seconds = self.now()
+            self.stream = info.get("return_value") or self.stream
+            self.result.tls_seconds = self.arrived()  # the server's last handshake message
 
     def on_headers(self, response: httpx.Response) -> None:
         r = self.result
-        now = self.now()
+        now = self.arrived()
         self._silence_until(now)  # a proxy's idle timer runs from the request: waiting for headers is silence too
         r.headers_seconds = self._last_byte = now
         r.status_code = response.status_code
@@ -129,13 +157,16 @@ class StreamRecorder:
 
     def on_body(self, raw: bytes) -> bool:
         """One piece of the body as it arrived. Returns True when the stream reached its end (proper or error)."""
-        now = self.now()
+        now = self.arrived()
         r = self.result
         if r.first_byte_seconds is None:
             r.first_byte_seconds = now
         self._silence_until(now)
         self._last_byte = now
         r.bytes += len(raw)
+        if r.bytes > self.spec.max_stream_bytes:
+            raise _Ended(FAILED, "too_many_bytes", f"the stream exceeded max_stream_bytes "
+                         f"({_size(self.spec.max_stream_bytes)}) after {now:.3f} s: it was still sending")
         if now - self._last_read > READ_COALESCE_SECONDS:
             self._close_read()
             r.reads += 1
@@ -151,17 +182,21 @@ class StreamRecorder:
         return False
 
     def on_eof(self) -> None:
-        """The body ended cleanly (no reset, complete chunked encoding)."""
+        """The body ended cleanly (no reset, complete chunked encoding). A FIN carries no kernel stamp: the end is
+        when the process saw it."""
         r = self.result
+        arrival = self.stream.arrival if self.stream is not None else None
+        at = None if arrival is None else arrival.read_at - self.started
         unfinished = self.decoder.close()
         if r.events == 0 and r.comments == 0 and not self._event_stream:
-            self.conclude(FAILED, "not_event_stream", f"the body is not an event stream (Content-Type {r.response_headers.get('content-type', 'missing')!r})")
+            content_type = r.response_headers.get("content-type", "missing")
+            self.conclude(FAILED, "not_event_stream", f"the body is not an event stream (Content-Type {content_type!r})", at)
         elif unfinished:
-            self.conclude(ENDED_EARLY, "no_terminal_event", "the stream ended in the middle of an event")
+            self.conclude(ENDED_EARLY, "no_terminal_event", "the stream ended in the middle of an event", at)
         elif self.dialect.ends_on_eof:
-            self.conclude(COMPLETED, "ok")
+            self.conclude(COMPLETED, "ok", at=at)
         else:
-            self.conclude(ENDED_EARLY, "no_terminal_event", "the stream ended cleanly before the dialect's terminal event")
+            self.conclude(ENDED_EARLY, "no_terminal_event", "the stream ended cleanly before the dialect's terminal event", at)
 
     def finish(self) -> None:
         """Checks that need the whole stream: expected minimums, buffering, alerts."""
@@ -174,8 +209,13 @@ class StreamRecorder:
             elif spec.min_events is not None and r.token_events < spec.min_events:
                 r.outcome, r.reason = ENDED_EARLY, "too_few_events"
                 r.detail = f"the stream carried {r.token_events} token events, expected at least {spec.min_events}"
-        if self._buffering_suspected():
+        stream = self.stream
+        if stream is not None and stream.throttled:
+            r.warnings.append(WARNING_THROTTLED)  # its bursts are our own pauses, not a proxy's buffering
+        elif self._buffering_suspected():
             r.warnings.append(WARNING_BUFFERING)
+        stamped = stream.kernel_stamps if stream is not None else network.KERNEL_TIMESTAMPS
+        r.clock = CLOCK_KERNEL if stamped and not self._user_times else CLOCK_USER
         r.alerts = alert_conditions(r)
 
     # -- internals ------------------------------------------------------------------------------------------------
@@ -187,6 +227,9 @@ class StreamRecorder:
 
     def _on_item(self, item, now: float) -> bool:
         r = self.result
+        if r.events + r.comments >= self.spec.max_events:
+            raise _Ended(FAILED, "too_many_events", f"the stream exceeded max_events ({self.spec.max_events:,}) "
+                         f"after {now:.3f} s: it was still sending")
         if isinstance(item, Comment):
             r.comments += 1
             self._trace(now, "comment", None, None, item.text)
@@ -199,10 +242,10 @@ class StreamRecorder:
         if verdict.token:
             self._on_token(now)
         if verdict.error is not None:
-            self.conclude(ENDED_EARLY, "error_event", f"error event: {verdict.error}")
+            self.conclude(ENDED_EARLY, "error_event", f"error event: {verdict.error}", now)
             return True
         if verdict.end:
-            self.conclude(COMPLETED, "ok")
+            self.conclude(COMPLETED, "ok", at=now)
             return True
         return False
 
@@ -278,6 +321,13 @@ async def run_probe(spec: ProbeSpec) -> ProbeResult:
         result.alerts = alert_conditions(result)
     result.detail = scrub(result.detail, secrets)
     return result
+
+
+def _size(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n:,} bytes"
 
 
 def _conclude(recorder: StreamRecorder | None, result: ProbeResult, outcome: str, reason: str, detail: str) -> None:

@@ -31,6 +31,8 @@ REASONS: dict[str, tuple[str, ...]] = {
         "not_event_stream",  # a 2xx whose body is not an event stream
         "protocol_error",  # the peer did not speak valid HTTP
         "event_too_large",  # a line or an event exceeded the decoder's limit
+        "too_many_bytes",  # the stream exceeded its byte budget (max_stream_bytes)
+        "too_many_events",  # the stream exceeded its event budget (max_events)
         "internal_error",  # a bug in sse-monitor: reported, never raised
     ),
 }
@@ -43,13 +45,21 @@ WARNING_CONTENT_ENCODING = "compressed_stream"
 WARNING_CONTENT_LENGTH = "content_length_on_stream"
 WARNING_BUFFERING = "buffering_suspected"
 WARNING_EVENT_LOOP_LAG = "event_loop_lag"
+WARNING_THROTTLED = "stream_throttled"  # the stream kept the monitor busy: its reading was paused (TCP back-pressure)
 WARNINGS = (
     WARNING_CONTENT_TYPE,
     WARNING_CONTENT_ENCODING,
     WARNING_CONTENT_LENGTH,
     WARNING_BUFFERING,
     WARNING_EVENT_LOOP_LAG,
+    WARNING_THROTTLED,
 )
+
+# ---- clocks ---------------------------------------------------------------------------------------------------------
+
+CLOCK_KERNEL = "kernel"  # every arrival time is the kernel's receive timestamp of the read that carried it
+CLOCK_USER = "user"  # at least one arrival time is when the process got to read it (no kernel stamp was available)
+CLOCKS = (CLOCK_KERNEL, CLOCK_USER)
 
 # ---- alert conditions -----------------------------------------------------------------------------------------------
 
@@ -64,6 +74,10 @@ DEFAULT_TIMEOUT = 300.0
 DEFAULT_IDLE_TIMEOUT = 90.0
 DEFAULT_PROXY_IDLE_TIMEOUT = 60.0  # nginx proxy_read_timeout and AWS ALB idle timeout: the shortest hop, usually
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+# Budgets per stream. A long LLM answer (32k tokens, ~300 bytes a chunk) is ~10 MB in ~32,000 events: the defaults
+# leave room for several times that, and stop an endless or flooding stream before it costs the monitor much.
+DEFAULT_MAX_STREAM_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_EVENTS = 200_000
 
 # Response headers that matter for streaming; only these are reported.
 STREAMING_HEADERS = (
@@ -96,6 +110,8 @@ class ProbeSpec:
     timeout: float = DEFAULT_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES  # body bytes as received; more ends the probe (too_many_bytes)
+    max_events: int = DEFAULT_MAX_EVENTS  # events and comments; more ends the probe (too_many_events)
     # generic dialect only
     heartbeat_events: tuple[str, ...] = ()
     terminal_event: str | None = None
@@ -131,6 +147,7 @@ class ProbeResult:
     max_gap_seconds: float | None = None  # longest gap between consecutive token events
     max_silence_seconds: float | None = None  # longest time without any byte after the response headers
     ttft_threshold: float = DEFAULT_TTFT_THRESHOLD
+    clock: str = CLOCK_USER  # where the arrival times came from: CLOCK_KERNEL or CLOCK_USER
     alerts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     response_headers: dict[str, str] = field(default_factory=dict)

@@ -21,7 +21,13 @@ from monitor.config import (
     parse_duration,
     parse_size,
 )
-from monitor.result import DEFAULT_MAX_EVENT_BYTES, DEFAULT_PROMPT, ProbeSpec
+from monitor.result import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_STREAM_BYTES,
+    DEFAULT_PROMPT,
+    ProbeSpec,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -70,6 +76,8 @@ def test_example_loads_with_its_variables_set():
     assert cfg.target("gemini-flash").url.endswith("&key=gm-key")
     assert cfg.target("internal-gateway").url == "http://llm-gateway.internal:8080/v1/chat/completions"
     assert cfg.target("events-feed").max_event_bytes == 64 * 1024
+    assert (cfg.target("events-feed").max_stream_bytes, cfg.target("events-feed").max_events) == (16 * 1024**2, 50_000)
+    assert (openai.max_stream_bytes, openai.max_events) == (64 * 1024**2, 200_000)  # from defaults
     assert cfg.alertmanager.urls == ["http://alertmanager:9093"]
     assert cfg.server.listen == "0.0.0.0:9108"
 
@@ -104,6 +112,8 @@ def test_minimal_target_gets_every_default():
     assert target.dialect == "openai-chat"
     assert target.prompt == DEFAULT_PROMPT
     assert target.max_event_bytes == DEFAULT_MAX_EVENT_BYTES
+    assert target.max_stream_bytes == DEFAULT_MAX_STREAM_BYTES == 64 * 1024 * 1024
+    assert target.max_events == DEFAULT_MAX_EVENTS == 200_000
     assert target.verify_tls is True
     assert target.headers == {} and target.labels == {} and target.body is None
     assert target.expect.ttft_threshold == 2.0
@@ -380,6 +390,8 @@ targets:
     terminal_data: "[DONE]"
     error_event: error
     max_event_bytes: 4KiB
+    max_stream_bytes: 2MiB
+    max_events: 5000
 """)
     target = load_config(path, {"KEY": "secret"}).targets[0]
     spec = target.to_spec()
@@ -400,6 +412,8 @@ targets:
         timeout=120.0,
         idle_timeout=30.0,
         max_event_bytes=4096,
+        max_stream_bytes=2 * 1024 * 1024,
+        max_events=5000,
         heartbeat_events=("ping", "keepalive"),
         terminal_event="done",
         terminal_data="[DONE]",
@@ -412,6 +426,60 @@ targets:
     # the spec's headers are a copy
     spec.headers["X"] = "y"
     assert "X" not in target.headers
+
+
+def test_stream_budgets_are_inherited_overridden_and_reach_the_spec(tmp_path):
+    path = write(tmp_path, """
+defaults:
+  max_stream_bytes: 10MB
+  max_events: 40000
+targets:
+  - name: inherits
+    url: https://a.example.com/
+  - name: own
+    url: https://b.example.com/
+    max_stream_bytes: 128MiB
+    max_events: "1000000"
+  - name: from-env
+    url: https://c.example.com/
+""")
+    env = {"SSE_MONITOR_TARGETS__2__MAX_STREAM_BYTES": "2MiB", "SSE_MONITOR_TARGETS__2__MAX_EVENTS": "300"}
+    inherits, own, from_env = load_config(path, env).targets
+    assert (inherits.max_stream_bytes, inherits.max_events) == (10_000_000, 40_000)
+    assert (own.max_stream_bytes, own.max_events) == (128 * 1024**2, 1_000_000)
+    assert (from_env.max_stream_bytes, from_env.max_events) == (2 * 1024**2, 300)
+    specs = [t.to_spec() for t in (inherits, own, from_env)]
+    assert [(s.max_stream_bytes, s.max_events) for s in specs] == [
+        (10_000_000, 40_000), (128 * 1024**2, 1_000_000), (2 * 1024**2, 300)
+    ]
+    # the edges of the rules: a budget equal to the event size limit, a minimum equal to the event budget
+    edge = write(tmp_path, MINIMAL + "    max_stream_bytes: 1MiB\n    max_events: 5\n    expect: {min_events: 5}\n")
+    spec = load_config(edge, {}).targets[0].to_spec()
+    assert (spec.max_stream_bytes, spec.max_event_bytes, spec.max_events, spec.min_events) == (1024**2, 1024**2, 5, 5)
+
+
+def test_stream_budget_messages(tmp_path):
+    path = write(tmp_path, """
+defaults:
+  max_stream_bytes: 0
+  max_events: -1
+targets:
+  - name: api
+    url: https://api.example.com/v1/chat/completions
+    max_stream_bytes: 512KiB
+    max_events: 10
+    expect: {min_events: 20}
+""")
+    env = {"SSE_MONITOR_DEFAULTS__MAX_EVENTS": "many"}
+    assert errors_of(path, env) == [
+        f"{path}: defaults.max_stream_bytes: expected a size in bytes such as 1048576, 64KiB or 1MiB, got 0",
+        f"{path}: defaults.max_events: expected an integer of at least 1, got 'many' "
+        "(from environment variable SSE_MONITOR_DEFAULTS__MAX_EVENTS)",
+        f"{path}: targets[0].max_stream_bytes: expected at least the event size limit (1MiB, the built-in default), "
+        "got 512KiB",
+        f"{path}: targets[0].expect.min_events: expected at most the event budget (10, from targets[0].max_events), "
+        "got 20",
+    ]
 
 
 def test_to_spec_string_body_is_sent_as_is(tmp_path):

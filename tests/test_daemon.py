@@ -55,6 +55,9 @@ def test_series_of_every_configured_target_exist_before_its_first_run(simulator,
     assert m[("sse_probe_ttft_seconds_count", frozenset({"target": "later"}.items()))] == 0
     assert m[("sse_probe_warning", frozenset({"target": "later", "warning": "buffering_suspected"}.items()))] == 0
     assert m[("sse_monitor_skipped_runs_total", frozenset({"target": "later"}.items()))] == 0
+    assert m[("sse_monitor_probe_waits_total", frozenset({"target": "later"}.items()))] == 0
+    assert m[("sse_monitor_probes_user_clock_total", frozenset({"target": "later"}.items()))] == 0
+    assert m[("sse_monitor_probe_wait_seconds_count", frozenset())] == 0
     assert m[("sse_monitor_targets", frozenset())] == 1
     assert m[("sse_monitor_config_last_reload_successful", frozenset())] == 1
 
@@ -221,7 +224,91 @@ def test_global_cap_limits_concurrent_streams(simulator, daemon_factory):
     assert sum(d.runs(f"t{i}") for i in range(3)) >= 3  # they take turns: ~1 s each
 
 
-def test_a_probe_measured_while_the_event_loop_lagged_is_flagged_not_blamed_on_the_endpoint(simulator, tmp_path):
+def test_runs_waiting_for_a_slot_under_the_cap_are_counted_and_their_wait_observed(simulator, daemon_factory):
+    # two ~1 s streams on 1 s intervals and one slot: each run finds the other's stream open and waits for it
+    d = daemon_factory(config(target("a", simulator, "ttft=0.05&tokens=20&rate=20"),
+                              target("b", simulator, "ttft=0.05&tokens=20&rate=20"), max_concurrent=1))
+    waits = lambda m: sum(m[("sse_monitor_probe_waits_total", frozenset({"target": n}.items()))] for n in "ab")  # noqa: E731
+    runs = lambda m: sum(v for (n, _), v in m.items() if n == "sse_probe_runs_total")  # noqa: E731
+
+    def enough():
+        scraped = d.metrics()
+        return scraped if waits(scraped) >= 3 and runs(scraped) >= 2 else None
+
+    m = wait_until(enough, 20, "runs waiting for the slot")
+    count = m[("sse_monitor_probe_wait_seconds_count", frozenset())]
+    no_wait = m[("sse_monitor_probe_wait_seconds_bucket", frozenset({"le": "0.001"}.items()))]
+    # every run that got the slot is observed, at once (as 0) or after its wait; a run counted as waiting may still be
+    # waiting, and the histogram is read after sse_probe_runs_total
+    assert count >= runs(m)
+    assert count - no_wait >= 1 and m[("sse_monitor_probe_wait_seconds_sum", frozenset())] > 0.001
+    assert count - no_wait <= waits(m) + 1  # (+1: a scrape reads the counter a moment before the histogram)
+    assert m[("sse_monitor_probe_wait_seconds_bucket", frozenset({"le": "60.0"}.items()))] == count
+    assert m[("sse_monitor_probes_in_flight", frozenset())] <= 1
+
+
+def test_the_wait_for_a_slot_is_measured_from_when_the_run_was_due(tmp_path, monkeypatch):
+    from monitor import daemon as daemon_module
+    from monitor.config import load_config
+    from monitor.daemon import Daemon
+    from monitor.result import ProbeResult
+
+    async def slow_probe(spec):
+        await asyncio.sleep(0.3)
+        return ProbeResult(url=spec.url, dialect=spec.dialect, outcome="completed", reason="ok", clock="kernel")
+
+    monkeypatch.setattr(daemon_module, "run_probe", slow_probe)
+    path = tmp_path / "c.yaml"
+    path.write_text(config(target("first", "http://127.0.0.1:9", "x=1", interval="1h"),
+                           target("second", "http://127.0.0.1:9", "x=1", interval="1h"), max_concurrent=1))
+
+    async def scenario():
+        daemon = Daemon(load_config(path, {}), listen="127.0.0.1:0")
+        await asyncio.gather(daemon._run_target("first"), daemon._run_target("second"))
+        return daemon
+
+    registry = asyncio.run(scenario()).metrics.registry
+    sample = registry.get_sample_value
+    assert sample("sse_monitor_probe_waits_total", {"target": "first"}) == 0
+    assert sample("sse_monitor_probe_waits_total", {"target": "second"}) == 1
+    assert sample("sse_monitor_probe_wait_seconds_count") == 2  # both runs: one at once, one after the other's probe
+    assert sample("sse_monitor_probe_wait_seconds_bucket", {"le": "0.001"}) == 1
+    assert 0.29 <= sample("sse_monitor_probe_wait_seconds_sum") < 0.5
+    assert sample("sse_monitor_probe_wait_seconds_bucket", {"le": "0.25"}) == 1
+    assert sample("sse_monitor_probe_wait_seconds_bucket", {"le": "0.5"}) == 2
+    assert sample("sse_monitor_probes_user_clock_total", {"target": "first"}) == 0  # both timed on the kernel's clock
+
+
+def test_probes_timed_on_the_user_clock_are_counted_per_target():
+    from monitor.metrics import Metrics
+    from monitor.result import CLOCK_KERNEL, CLOCK_USER, ProbeResult
+
+    metrics = Metrics()
+    for name in ("k", "u"):
+        metrics.add_target(name, 60.0, 2.0, 60.0)
+    sample = metrics.registry.get_sample_value
+    assert sample("sse_monitor_probes_user_clock_total", {"target": "u"}) == 0  # exists before the first run
+
+    def result(clock: str, outcome: str = "completed", reason: str = "ok") -> ProbeResult:
+        return ProbeResult(url="http://127.0.0.1:9/", dialect="openai-chat", outcome=outcome, reason=reason,
+                           duration_seconds=1.0, clock=clock)
+
+    metrics.observe("k", result(CLOCK_KERNEL))
+    metrics.observe("k", result(CLOCK_KERNEL, "ended_early", "connection_lost"))
+    metrics.observe("u", result(CLOCK_USER))
+    metrics.observe("u", result(CLOCK_USER, "failed", "too_many_bytes"))
+    metrics.observe("u", result(CLOCK_KERNEL))
+    assert sample("sse_monitor_probes_user_clock_total", {"target": "k"}) == 0
+    assert sample("sse_monitor_probes_user_clock_total", {"target": "u"}) == 2
+    assert sample("sse_probe_runs_total", {"target": "u", "outcome": "failed", "reason": "too_many_bytes"}) == 1
+    metrics.remove_target("u")
+    assert sample("sse_monitor_probes_user_clock_total", {"target": "u"}) is None
+    assert sample("sse_monitor_probe_waits_total", {"target": "u"}) is None
+
+
+def _probe_while_the_monitor_is_stuck(simulator, tmp_path, stuck) -> "Daemon":
+    """One run of a target whose first token comes after 1.2 s (threshold 1 s) while `stuck()` holds the loop from
+    0.5 s after the start, i.e. while its first token arrives."""
     from monitor.config import load_config
     from monitor.daemon import Daemon
 
@@ -234,20 +321,59 @@ def test_a_probe_measured_while_the_event_loop_lagged_is_flagged_not_blamed_on_t
         await asyncio.sleep(0.3)
         probe = asyncio.create_task(daemon._run_target("t"))
         await asyncio.sleep(0.5)
-        time.sleep(0.3)  # the monitor itself is stuck: no timing measured now can be trusted
+        stuck()
         await probe
         daemon.request_stop()
         await runner
         return daemon
 
-    daemon = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def _blocking_sleep() -> None:
+    time.sleep(0.9)  # the loop is stuck; other threads run
+
+
+def _holding_the_interpreter() -> None:
+    end = time.perf_counter() + 0.9
+    while time.perf_counter() < end:
+        sum(range(10**7))  # C code that never lets another thread run: nothing can read a socket meanwhile
+
+
+def test_a_stuck_event_loop_does_not_delay_the_kernel_clock(simulator, tmp_path):
+    daemon = _probe_while_the_monitor_is_stuck(simulator, tmp_path, _blocking_sleep)
     result = daemon.last_results["t"]
+    assert (result.clock, result.warnings) == ("kernel", [])
+    assert 1.2 <= result.ttft_seconds < 1.25  # the first token's own arrival, not the end of the stall (1.7 s)
+    assert "SSEProbeTTFTHigh" in result.alerts  # the endpoint is slow, and that is what is paged
+    registry = daemon.metrics.registry
+    assert registry.get_sample_value("sse_monitor_lagged_probes_total", {"target": "t"}) == 0
+    lag = "sse_monitor_event_loop_lag_seconds"
+    assert registry.get_sample_value(f"{lag}_count") > registry.get_sample_value(f"{lag}_bucket", {"le": "0.5"})  # it lagged
+
+
+def test_a_probe_measured_while_nothing_could_read_is_flagged_not_blamed_on_the_endpoint(simulator, tmp_path):
+    daemon = _probe_while_the_monitor_is_stuck(simulator, tmp_path, _holding_the_interpreter)
+    result = daemon.last_results["t"]
+    assert result.clock == "kernel"
     assert result.ttft_seconds > 1.0  # over the 1 s threshold...
     assert "event_loop_lag" in result.warnings
     assert "SSEProbeTTFTHigh" not in result.alerts  # ...but not paged as a slow endpoint
+    assert daemon.metrics.registry.get_sample_value("sse_monitor_lagged_probes_total", {"target": "t"}) == 1
+
+
+def test_on_the_user_clock_any_loop_lag_flags_the_probe(simulator, tmp_path, monkeypatch):
+    from monitor import network
+
+    monkeypatch.setattr(network, "KERNEL_TIMESTAMPS", False)
+    daemon = _probe_while_the_monitor_is_stuck(simulator, tmp_path, _blocking_sleep)
+    result = daemon.last_results["t"]
+    assert result.clock == "user"
+    assert "event_loop_lag" in result.warnings
+    assert "SSEProbeTTFTHigh" not in result.alerts
     registry = daemon.metrics.registry
     assert registry.get_sample_value("sse_monitor_lagged_probes_total", {"target": "t"}) == 1
-    assert registry.get_sample_value("sse_monitor_event_loop_lag_seconds_bucket", {"le": "0.25"}) >= 1
+    assert registry.get_sample_value("sse_monitor_probes_user_clock_total", {"target": "t"}) == 1
 
 
 def test_config_errors_at_start_exit_2_naming_file_and_field(tmp_path):

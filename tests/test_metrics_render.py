@@ -37,6 +37,10 @@ def test_the_daemons_metrics_render_byte_for_byte_as_generate_latest_and_stay_so
     metrics.observe("t2", finished(ttft=123456789.5))
     metrics.lag.observe(0.003)
     metrics.lagged_probes.labels("t3").inc()
+    metrics.probe_waits.labels("t3").inc()
+    metrics.probe_wait.observe(0.0)
+    metrics.probe_wait.observe(1.75)
+    metrics.observe("t3", finished(clock="kernel"))
     assert render(metrics.registry) == generate_latest(metrics.registry)
     metrics.observe("t0", finished(ttft=0.8))  # the cached text of a series must follow its values
     metrics.remove_target("t4")
@@ -89,3 +93,18 @@ def test_a_registry_with_target_info_or_nothing_registered_matches():
     Gauge("g", "G.", ("target",), registry=registry).labels("a").set(1)
     assert render(registry) == generate_latest(registry)
     assert render(CollectorRegistry()) == generate_latest(CollectorRegistry()) == b""
+
+
+def test_the_renderers_caches_hold_nothing_the_garbage_collector_must_walk():
+    import gc
+
+    metrics = Metrics()
+    for i in range(300):  # ~11,000 series
+        metrics.add_target(f"t{i}", 60.0, 2.0, 90.0)
+        metrics.observe(f"t{i}", finished())
+    gc.collect()
+    before = len(gc.get_objects())
+    first = render(metrics.registry)  # builds the per-series text caches
+    gc.collect()
+    assert len(gc.get_objects()) - before < 300  # a few objects per family, none per series
+    assert render(metrics.registry) == first == generate_latest(metrics.registry)

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
-from conftest import probe_json, require_binary
+from conftest import ROOT, free_port, probe_json, require_binary, wait_for_port
 
-from monitor.network import _Protocol, _Stream
+from monitor import network
+from monitor.network import Arrival, _Socket, _Stream
 from monitor.probe import run_probe
-from monitor.result import ProbeSpec
+from monitor.result import ProbeResult, ProbeSpec
 from monitor.simulator import create_app
 
 CHAT = "/v1/chat/completions"
@@ -35,18 +37,18 @@ def tls_simulator(tmp_path_factory) -> Iterator[str]:
          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
         check=True, capture_output=True,
     )
-    sock = socket.create_server(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(), log_level="warning", lifespan="off",
-                            ssl_certfile=str(cert), ssl_keyfile=str(key))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield sock.getsockname()[1]
-    server.should_exit = True
-    thread.join(10)
+    port = free_port()
+    # its own process, as a real origin is: a thread of the test process would share its GIL with the probe
+    code = ("import uvicorn; from monitor.simulator import create_app; "
+            f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning', lifespan='off', "
+            f"ssl_certfile={str(cert)!r}, ssl_keyfile={str(key)!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        wait_for_port(port, proc=proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_a_tls_stream_is_timed_and_counted_like_a_plain_one(tls_simulator):
@@ -117,25 +119,30 @@ def test_no_answer_at_all_is_a_connect_error_worded_as_before():
     assert (r["outcome"], r["reason"], r["detail"]) == ("failed", "connect_error", "cannot connect: All connection attempts failed")
 
 
-def test_what_arrived_while_nobody_read_is_handed_over_at_once_up_to_the_limit():
-    async def scenario() -> list[bytes]:
-        loop = asyncio.get_running_loop()
+def test_each_read_hands_over_one_arrival_in_pieces_of_at_most_the_limit():
+    async def scenario() -> list[tuple[bytes, float | None]]:
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        transport, protocol = await loop.create_connection(_Protocol, "127.0.0.1", port)
-        stream = _Stream(transport, protocol)
-        for piece in (b"a" * 10, b"b" * 10, b"c" * 10):
-            protocol.data_received(piece)
-        reads = [await stream.read(25), await stream.read(25)]
-        protocol.data_received(b"d" * 40)
-        reads += [await stream.read(25), await stream.read(25)]
-        protocol.eof_received()
-        reads.append(await stream.read(25))
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setblocking(False)
+        raw = _Socket(sock, asyncio.get_running_loop())
+        stream = _Stream(raw)
+        for piece, stamp in ((b"a" * 10, 1.0), (b"b" * 10, 2.0), (b"c" * 40, 3.0)):  # three reads of the socket
+            raw.chunks.append((piece, Arrival(stamp, 0.0)))
+            raw.size += len(piece)
+        reads = []
+        for _ in range(4):
+            data = await stream.read(25)
+            reads.append((data, stream.arrival.stamp))
+        raw.eof = True
+        reads.append((await stream.read(25), stream.arrival.stamp))
         await stream.aclose()
         server.close()
         return reads
 
-    assert asyncio.run(scenario()) == [b"a" * 10 + b"b" * 10, b"c" * 10, b"d" * 25, b"d" * 15, b""]
+    # never merged across reads (each keeps its own stamp), split where the reader asks for less
+    assert asyncio.run(scenario()) == [(b"a" * 10, 1.0), (b"b" * 10, 2.0), (b"c" * 25, 3.0), (b"c" * 15, 3.0),
+                                       (b"", None)]
 
 
 def test_a_probe_frees_what_it_used_without_the_garbage_collector(simulator):
@@ -160,3 +167,101 @@ def test_a_probe_frees_what_it_used_without_the_garbage_collector(simulator):
 
     left = asyncio.run(scenario())  # (asyncio's own socket transport holds a cycle of its own: not ours)
     assert [name for name in left if name.startswith(("httpx.", "httpcore.", "h11.", "monitor."))] == []
+
+
+# -- kernel receive timestamps -----------------------------------------------------------------------------------------
+
+
+async def _probe_with_the_loop_blocked(url: str, block_at: float, block_for: float) -> ProbeResult:
+    """A probe while the event loop does `block_for` seconds of busy work, `block_at` seconds after it starts."""
+    probe = asyncio.create_task(run_probe(ProbeSpec(url=url, trace=True, verify_tls=False)))
+    await asyncio.sleep(block_at)
+    end = time.perf_counter() + block_for
+    while time.perf_counter() < end:  # busy: nothing else runs on the loop meanwhile
+        pass
+    return await probe
+
+
+def _token_errors(result: ProbeResult) -> list[float]:
+    """For every token event: its reported arrival minus when the simulator sent it (its `sim_sent`, CLOCK_MONOTONIC,
+    turned into wall-clock time, which the result's times are measured on)."""
+    offset = time.time() - time.monotonic()
+    return [result.started_at + entry["t"] - (chunk["sim_sent"] + offset) for entry, chunk in _tokens(result)]
+
+
+def _tokens(result: ProbeResult) -> list[tuple[dict, dict]]:
+    """The trace's token events (a chunk with content), each with its parsed data."""
+    tokens = []
+    for entry in result.trace:
+        if entry["kind"] == "event" and entry["data"].startswith("{"):
+            chunk = json.loads(entry["data"])
+            if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
+                tokens.append((entry, chunk))
+    return tokens
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_loop_blocked_while_the_first_token_arrives_does_not_move_the_ttft(scheme, simulator, tls_simulator):
+    # the first token comes at 0.5 s and three more during the 250 ms the loop is busy
+    base = simulator if scheme == "http" else f"https://127.0.0.1:{tls_simulator}"
+    result = asyncio.run(_probe_with_the_loop_blocked(f"{base}{CHAT}?ttft=0.5&tokens=8&rate=20", 0.4, 0.25))
+    assert (result.outcome, result.clock, result.token_events) == ("completed", "kernel", 8)
+    errors = _token_errors(result)
+    assert len(errors) == 8
+    assert 0 <= errors[0] < 0.002, f"TTFT off by {errors[0] * 1000:.1f} ms"
+    assert max(abs(e) for e in errors) < 0.002, [round(e * 1000, 2) for e in errors]
+    # the reported TTFT is that first token's arrival, measured from the connection's start
+    assert result.ttft_seconds == pytest.approx(_tokens(result)[0][0]["t"], abs=1e-6)
+
+
+def test_without_kernel_stamps_the_user_clock_is_used_and_said(simulator, monkeypatch):
+    monkeypatch.setattr(network, "KERNEL_TIMESTAMPS", False)
+    result = asyncio.run(_probe_with_the_loop_blocked(f"{simulator}{CHAT}?ttft=0.5&tokens=8&rate=20", 0.4, 0.25))
+    assert (result.outcome, result.clock) == ("completed", "user")
+    # read by the stall reader's thread, which gets the GIL at least every switch interval (5 ms) while the loop is busy
+    assert max(_token_errors(result)) < 0.02
+
+
+def test_the_json_output_says_which_clock(simulator):
+    status, r = probe_json(f"{simulator}{CHAT}?ttft=0.1&tokens=3&rate=50")
+    assert (status, r["clock"]) == (0, "kernel")
+
+
+# -- budgets and fairness ----------------------------------------------------------------------------------------------
+
+FLOOD = f"{CHAT}?ttft=0&endless=1&rate=1000000"  # valid events as fast as the simulator can write, never ending
+
+
+@pytest.mark.parametrize(("budget", "reason", "named"), [
+    ({"max_events": 5000}, "too_many_events", "max_events (5,000)"),
+    ({"max_stream_bytes": 1 << 20}, "too_many_bytes", "max_stream_bytes (1 MiB)"),
+])
+def test_each_budget_ends_a_flooding_stream_with_its_own_reason(simulator, budget, reason, named):
+    result = asyncio.run(run_probe(ProbeSpec(url=simulator + FLOOD, **budget)))
+    assert (result.outcome, result.reason) == ("failed", reason)
+    assert result.detail.startswith(f"the stream exceeded {named} after ")
+    assert "SSEProbeFailed" in result.alerts
+    if reason == "too_many_events":
+        assert result.events + result.comments == 5000
+    else:
+        assert 1 << 20 < result.bytes <= (1 << 20) + network.PIECE_BYTES
+
+
+def test_a_healthy_stream_beside_a_flooding_one_keeps_its_timing(simulator):
+    async def both() -> tuple[ProbeResult, ProbeResult]:
+        flood = asyncio.create_task(run_probe(ProbeSpec(url=simulator + FLOOD, max_events=150_000)))
+        await asyncio.sleep(0.3)  # the flood is in full swing
+        healthy = await run_probe(ProbeSpec(url=f"{simulator}{CHAT}?ttft=0.3&tokens=20&rate=20", trace=True))
+        flood.cancel()
+        return healthy, await asyncio.gather(flood, return_exceptions=True)
+
+    healthy, _ = asyncio.run(both())
+    assert (healthy.outcome, healthy.clock, healthy.warnings) == ("completed", "kernel", [])
+    errors = _token_errors(healthy)
+    assert len(errors) == 20
+    assert max(abs(e) for e in errors) < 0.002, [round(e * 1000, 2) for e in errors]
+
+
+def test_a_flooding_stream_is_paused_and_says_so(simulator):
+    result = asyncio.run(run_probe(ProbeSpec(url=simulator + FLOOD, max_events=30_000)))
+    assert (result.reason, result.warnings) == ("too_many_events", ["stream_throttled"])
