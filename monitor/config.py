@@ -1126,10 +1126,32 @@ def _setting(
         return None
 
 
+def _order_problem(
+    small: _Effective | None,
+    small_loc: Loc,
+    small_name: str,
+    large: _Effective | None,
+    large_loc: Loc,
+    large_name: str,
+    fmt: Callable[[Any], str],
+    blame_small: bool = False,
+) -> list[_Problem]:
+    """`small` must not exceed `large`, once defaults are applied. A conflict is reported once, where it is written:
+    on the side the target (or `defaults`) sets itself — `small` first if blame_small, else `large` — naming the
+    other side and where that value came from."""
+    if not (small and large) or small.value is None or large.value is None or small.value <= large.value:
+        return []
+    if not (small.own or large.own):
+        return []
+    if large.own and not (blame_small and small.own):
+        return [_Problem(large_loc, f"expected at least {small_name} ({fmt(small.value)}, {small.where}), "
+                                    f"got {fmt(large.value)}")]
+    return [_Problem(small_loc, f"expected at most {large_name} ({fmt(large.value)}, {large.where}), "
+                                f"got {fmt(small.value)}")]
+
+
 def _timeout_problems(target: Mapping[str, Any] | None, loc: Loc, defaults: Mapping[str, Any]) -> list[_Problem]:
-    """timeout >= idle_timeout and expect.min_duration <= timeout, once defaults are applied. Each conflict is
-    reported once, where it is written: in `defaults`, or in the target that sets one side of it."""
-    problems = []
+    """timeout >= idle_timeout and expect.min_duration <= timeout, once defaults are applied."""
     timeout = _setting(target, loc, defaults, "timeout", _v_duration, DEFAULT_TIMEOUT)
     idle = _setting(target, loc, defaults, "idle_timeout", _v_duration, DEFAULT_IDLE_TIMEOUT)
     min_duration = _setting(
@@ -1137,85 +1159,33 @@ def _timeout_problems(target: Mapping[str, Any] | None, loc: Loc, defaults: Mapp
     )
     level = loc if target is not None else ("defaults",)
     md_loc = (*loc, "expect", "min_duration") if target is not None else ("defaults", "min_duration")
-    if timeout and idle and timeout.value < idle.value and (timeout.own or idle.own):
-        if timeout.own:
-            problems.append(_Problem(
-                (*level, "timeout"),
-                f"expected at least the idle timeout ({_fmt_seconds(idle.value)}, {idle.where}), "
-                f"got {_fmt_seconds(timeout.value)}",
-            ))
-        else:
-            problems.append(_Problem(
-                (*level, "idle_timeout"),
-                f"expected at most the timeout ({_fmt_seconds(timeout.value)}, {timeout.where}), "
-                f"got {_fmt_seconds(idle.value)}",
-            ))
-    if (
-        timeout
-        and min_duration
-        and min_duration.value is not None
-        and min_duration.value > timeout.value
-        and (timeout.own or min_duration.own)
-    ):
-        if min_duration.own:
-            problems.append(_Problem(
-                md_loc,
-                f"expected at most the timeout ({_fmt_seconds(timeout.value)}, {timeout.where}), "
-                f"got {_fmt_seconds(min_duration.value)}",
-            ))
-        else:
-            problems.append(_Problem(
-                (*level, "timeout"),
-                f"expected at least the minimum stream duration ({_fmt_seconds(min_duration.value)}, "
-                f"{min_duration.where}), got {_fmt_seconds(timeout.value)}",
-            ))
-    return problems
+    return _order_problem(
+        idle, (*level, "idle_timeout"), "the idle timeout", timeout, (*level, "timeout"), "the timeout", _fmt_seconds
+    ) + _order_problem(
+        min_duration, md_loc, "the minimum stream duration", timeout, (*level, "timeout"), "the timeout", _fmt_seconds,
+        blame_small=True,
+    )
 
 
 def _budget_problems(target: Mapping[str, Any] | None, loc: Loc, defaults: Mapping[str, Any]) -> list[_Problem]:
     """max_stream_bytes >= max_event_bytes and expect.min_events <= max_events, once defaults are applied: a stream
     budget smaller than one event would report a large event as too_many_bytes (never event_too_large), and a minimum
-    of token events above the event budget could never be met. Reported where written, as `_timeout_problems` does."""
-    problems = []
+    of token events above the event budget could never be met."""
     level = loc if target is not None else ("defaults",)
     stream = _setting(target, loc, defaults, "max_stream_bytes", parse_size, DEFAULT_MAX_STREAM_BYTES)
     event = _setting(target, loc, defaults, "max_event_bytes", parse_size, DEFAULT_MAX_EVENT_BYTES)
-    if stream and event and stream.value < event.value and (stream.own or event.own):
-        if stream.own:
-            problems.append(_Problem(
-                (*level, "max_stream_bytes"),
-                f"expected at least the event size limit ({_fmt_size(event.value)}, {event.where}), "
-                f"got {_fmt_size(stream.value)}",
-            ))
-        else:
-            problems.append(_Problem(
-                (*level, "max_event_bytes"),
-                f"expected at most the stream byte budget ({_fmt_size(stream.value)}, {stream.where}), "
-                f"got {_fmt_size(event.value)}",
-            ))
     events = _setting(target, loc, defaults, "max_events", _parse_positive_int, DEFAULT_MAX_EVENTS)
     min_events = _setting(
         target, loc, defaults, "min_events", _v_optional_positive_int, None, ("expect", "min_events")
     )
     me_loc = (*loc, "expect", "min_events") if target is not None else ("defaults", "min_events")
-    if (
-        events
-        and min_events
-        and min_events.value is not None
-        and min_events.value > events.value
-        and (events.own or min_events.own)
-    ):
-        if min_events.own:
-            problems.append(_Problem(
-                me_loc, f"expected at most the event budget ({events.value}, {events.where}), got {min_events.value}"
-            ))
-        else:
-            problems.append(_Problem(
-                (*level, "max_events"),
-                f"expected at least the minimum number of token events ({min_events.value}, {min_events.where}), "
-                f"got {events.value}",
-            ))
-    return problems
+    return _order_problem(
+        event, (*level, "max_event_bytes"), "the event size limit",
+        stream, (*level, "max_stream_bytes"), "the stream byte budget", _fmt_size,
+    ) + _order_problem(
+        min_events, me_loc, "the minimum number of token events",
+        events, (*level, "max_events"), "the event budget", str, blame_small=True,
+    )
 
 
 def _cross_field_problems(data: Mapping[str, Any]) -> list[_Problem]:
