@@ -1,4 +1,8 @@
-"""sse-monitor's timing accuracy and capacity under load, against the simulator on loopback.
+"""IN-PROCESS MICRO-BENCHMARK of the probe path: not the product's figures (those are bench/process.py's, which
+measures the installed `sse-monitor run` process). Workers build a Daemon in-process and call _run_target back to
+back (no scheduler, no web server), at niceness -10, on uvloop; see bench/README.md.
+
+sse-monitor's timing accuracy and capacity under load, against the simulator on loopback.
 
     python bench/run.py            # full run, ~6 minutes
     python bench/run.py --quick    # under 2 minutes: fewer levels, shorter windows
@@ -151,10 +155,33 @@ def run_worker(args: list[str], core: int | None, timeout: float) -> dict:
     return report
 
 
-GC_EXPERIMENT = ["--gc-freeze", "--gc-threshold", "10000,20,100"]  # not what the daemon does: see bench/README.md
+GC_DEFAULTS = ["--gc", "default"]  # the comparison rows: CPython's collector settings instead of the daemon's
+
+
+NOISY = 0.10  # a pass during which other processes took more than this share of either core is run again
 
 
 def load_pass(sim: Simulator, streams: int, mode: str, opts: argparse.Namespace, cores: tuple,
+              extra: list[str] | None = None) -> dict:
+    """One pass; run again (twice at most) while other processes took more than NOISY of either core meanwhile.
+    The quietest of the tries is kept, and how many were made is recorded."""
+    tries = []
+    for _ in range(1 + max(0, opts.retries)):
+        report = _one_pass(sim, streams, mode, opts, cores, extra)
+        tries.append(report)
+        if _noise(report) <= NOISY:
+            break
+        print(f"  others used {100 * _noise(report):.0f} % of a core meanwhile: again", file=sys.stderr, flush=True)
+    best = min(tries, key=_noise)
+    best["tries"] = len(tries)
+    return best
+
+
+def _noise(report: dict) -> float:
+    return max(report.get("monitor_core_foreign_share", 0.0), report.get("simulator_core_foreign_share", 0.0))
+
+
+def _one_pass(sim: Simulator, streams: int, mode: str, opts: argparse.Namespace, cores: tuple,
               extra: list[str] | None = None) -> dict:
     monitor_core, sim_core = cores
     watched = [c for c in cores if c is not None]
@@ -183,7 +210,7 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def _row_label(level: dict) -> str:
-    notes = [note for key, note in (("overload", "overload"), ("scraped", "+ scrapes"), ("experiment", "GC tuned"))
+    notes = [note for key, note in (("overload", "overload"), ("scraped", "+ scrapes"), ("experiment", "CPython GC"))
              if level.get(key)]
     return str(level["streams"]) + (f" ({', '.join(notes)})" if notes else "")
 
@@ -218,7 +245,8 @@ def table(results: dict) -> str:
         if during:
             lines.append(f"{_row_label(level)}: {during['targets']} targets' /metrics scraped every "
                          f"{during['every_seconds']:g} s during the run, each took {during['times_ms']} ms "
-                         "(the first after start-up builds the renderer's text cache)")
+                         "(the first after start-up builds the renderer's text cache)"
+                         + (f"; FAILED: HTTP {during['failures']}" if during.get("failures") else ""))
     scrape = results.get("scrape")
     if scrape:
         lines.append("")
@@ -278,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, help="token events per stream (default 100; quick 40)")
     parser.add_argument("--rate", type=float, default=20.0, help="events per second of each stream")
     parser.add_argument("--ttft", type=float, default=0.1, help="the simulator's time to first token")
-    parser.add_argument("--gc-experiment", help="stream counts to measure again with the GC tuned (default 200,500; "
-                                                "quick: none; '' for none)")
+    parser.add_argument("--gc-experiment", help="stream counts to measure again with CPython's default collector "
+                                                "settings (default 200,500; quick: none; '' for none)")
     parser.add_argument("--scrape-targets", type=int, default=1000)
     parser.add_argument("--scraped-load", help="stream counts to measure again while /metrics is scraped (default "
                                                "200; quick: none)")
@@ -288,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=-10,
                         help="niceness of the monitor and the simulator (default -10 when allowed, so that other "
                              "work on a shared machine does not preempt them; 0 to run them as any process)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="passes run again when other processes used more than 10 %% of a core (default 2)")
     parser.add_argument("--repeat", type=int, help="CPU passes per level, the median reported (default 3; quick 1)")
     parser.add_argument("--code", default=str(ROOT),
                         help="the source tree whose `monitor` package is measured (e.g. an export of an older commit)")
@@ -347,14 +377,15 @@ def main(argv: list[str] | None = None) -> int:
             level["timing"] = load_pass(sim, streams, "timing", opts, cores, scraping)
             results["levels"].append(level)
         for streams in experiment:
-            print(f"{streams} streams, timing pass, GC experiment ...", file=sys.stderr, flush=True)
-            level = {"streams": streams, "experiment": "gc.freeze() + gc.set_threshold(10000, 20, 100)"}
-            level["timing"] = load_pass(sim, streams, "timing", opts, cores, GC_EXPERIMENT)
+            print(f"{streams} streams, timing pass, CPython's GC defaults ...", file=sys.stderr, flush=True)
+            level = {"streams": streams, "experiment": "CPython's default collector settings"}
+            level["timing"] = load_pass(sim, streams, "timing", opts, cores, GC_DEFAULTS)
             results["levels"].append(level)
             if streams in scraped:
-                print(f"{streams} streams, timing pass, /metrics scraped, GC experiment ...", file=sys.stderr, flush=True)
+                print(f"{streams} streams, timing pass, /metrics scraped, CPython's GC defaults ...", file=sys.stderr,
+                      flush=True)
                 level = {"streams": streams, "experiment": level["experiment"], "scraped": scraped_label}
-                level["timing"] = load_pass(sim, streams, "timing", opts, cores, scraping + GC_EXPERIMENT)
+                level["timing"] = load_pass(sim, streams, "timing", opts, cores, scraping + GC_DEFAULTS)
                 results["levels"].append(level)
     finally:
         sim.stop()
@@ -375,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     for key, v in results["targets"].items():
         state = "n/a" if v["met"] is None else "met" if v["met"] else "MISSED"
         print(f"  {key:24s} {_fmt(v['value']):>8s}  (target <= {v['target']:g})  {state}")
+    noisy = [f"{_row_label(lv)} {mode}" for lv in results["levels"] for mode in ("timing", "cpu")
+             if lv.get(mode) and _noise(lv[mode]) > NOISY]
+    if noisy:
+        print(f"\nwarning: other processes used more than {100 * NOISY:.0f} % of a core during: {', '.join(noisy)}; "
+              "those figures measure the neighbours too", file=sys.stderr)
     print(f"\nwrote {opts.out} in {results['seconds']} s")
     return 0
 

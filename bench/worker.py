@@ -1,4 +1,5 @@
-"""One measurement in a fresh process (so ru_maxrss and CPU time are its own), pinned by bench/run.py.
+"""One measurement in a fresh process (so ru_maxrss and CPU time are its own), pinned by bench/run.py: the
+in-process micro-benchmark (not the product's figures: see bench/process.py).
 
     python bench/worker.py load   --base URL --streams N --seconds S --mode cpu|timing --out FILE
     python bench/worker.py scrape --targets 1000 --scrapes 9 --out FILE
@@ -175,14 +176,9 @@ async def _load(args: argparse.Namespace) -> dict:
     await run_probe(ProbeSpec(url=f"{base}{PATH}?ttft=0&tokens=2&rate=1000", dialect="openai-chat"))
     daemon.lag.start()
     await asyncio.sleep(0.3)  # the lag monitor's first samples
-    gc.collect()
-    report_gc = {"tracked_objects_at_start": len(gc.get_objects())}
+    report_gc = {"tracked_objects_at_start": len(gc.get_objects()), "gc": _apply_gc(args.gc)}
     gc_before = [g["collections"] for g in gc.get_stats()]
     pauses = _GcPauses() if timing else None  # instrumentation: timing pass only
-    if args.gc_freeze:  # an experiment, not what the daemon does: keep the start-up heap out of every collection
-        gc.freeze()
-    if args.gc_threshold:  # an experiment, not what the daemon does
-        gc.set_threshold(*(int(x) for x in args.gc_threshold.split(",")))
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     ramp_end = t0 + stream_seconds  # every slot has started its first stream by now
@@ -245,8 +241,8 @@ async def _load(args: argparse.Namespace) -> dict:
         "loop_lag": lag_samples,
         "scrapes_during_run": None if scrapes is None else {
             "targets": args.scrape_targets, "every_seconds": args.scrape_every,
-            "times_ms": [round(x, 1) for x in scrapes["times_ms"]], "bytes": scrapes["bytes"]},
-        "gc_freeze": args.gc_freeze,
+            "times_ms": [round(x, 1) for x in scrapes["times_ms"]], "bytes": scrapes["bytes"],
+            "failures": scrapes["failures"]},
         "gc_threshold": list(gc.get_threshold()),
         **report_gc,
     }
@@ -278,6 +274,19 @@ def _lag_histogram(daemon: Daemon) -> dict:
         out["over_5ms"] = out["samples"] - out.get("le_0.005", 0)
         out["over_50ms_bound"] = out["samples"] - out.get("le_0.05", 0)
     return out
+
+
+def _apply_gc(mode: str) -> str:
+    """The garbage collector as the daemon process has it, once start-up is done (or CPython's defaults)."""
+    gc.collect()
+    if mode == "daemon":
+        try:
+            from monitor.daemon import tune_gc
+        except ImportError:  # a tree from before tune_gc (run.py --code): its daemon ran on the defaults
+            return "CPython defaults (this tree's daemon does not tune the collector)"
+        tune_gc()
+        return "monitor.daemon.tune_gc()"
+    return "CPython defaults"
 
 
 class _GcPauses:
@@ -405,6 +414,7 @@ async def _scrape(args: argparse.Namespace) -> dict:
     for i in range(len(names)):
         for k in range(args.results):
             finished(i, k)
+    gc_mode = _apply_gc(args.gc)  # the daemon process, as `sse-monitor run` sets it up
     churned = itertools.count()
 
     def churn(n: int) -> None:  # n more targets finish a run (round robin): their series change before the next scrape
@@ -446,15 +456,18 @@ async def _scrape(args: argparse.Namespace) -> dict:
         "targets": args.targets,
         "results_per_target": args.results,
         "changed_between_scrapes": args.changed,
+        "gc": gc_mode,
         "scrapes": len(times_ms),
         "first_ms": round(scraped["times_ms"][0], 2),  # the very first scrape fills the renderer's text cache
         "median_ms": round(statistics.median(times_ms), 2),
+        "first_byte_median_ms": round(statistics.median(scraped["first_byte_ms"][1:]), 2),
         "min_ms": round(min(times_ms), 2),
         "max_ms": round(max(times_ms), 2),
         "render_first_ms": round(renders[0], 2),
         "render_median_ms": round(statistics.median(renders[1:]), 2),
         "bytes": scraped["bytes"],
         "lines": scraped["lines"],
+        "failures": scraped["failures"],  # status codes of scrapes that failed
         "daemon_setup_seconds": round(setup_seconds, 2),
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -464,18 +477,23 @@ def _scrape_client(args: argparse.Namespace) -> None:
     import httpx
 
     _loopback(args.url)
-    times_ms, size, lines = [], 0, 0
+    times_ms, first_byte_ms, failures, size, lines = [], [], [], 0, 0
     time.sleep(max(0.0, args.delay))
     with httpx.Client(trust_env=False, timeout=60) as client:
         for i in range(args.scrapes + 1):
             if i:
                 time.sleep(args.interval)  # as Prometheus does, only more often: targets finish runs in between
             t = time.perf_counter()
-            response = client.get(args.url)
+            with client.stream("GET", args.url) as response:
+                first_byte_ms.append((time.perf_counter() - t) * 1000)  # headers: the page is built
+                response.read()
             times_ms.append((time.perf_counter() - t) * 1000)
-            response.raise_for_status()
+            if response.status_code != 200:  # counted, not fatal: a failing /metrics is a finding
+                failures.append(response.status_code)
+                continue
             size, lines = len(response.content), response.content.count(b"\n")
-    Path(args.out).write_text(json.dumps({"times_ms": times_ms, "bytes": size, "lines": lines}))
+    Path(args.out).write_text(json.dumps({"times_ms": times_ms, "first_byte_ms": first_byte_ms, "bytes": size,
+                                          "lines": lines, "failures": failures}))
 
 
 # ---- main ------------------------------------------------------------------------------------------------------------
@@ -495,14 +513,16 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("--scrape-every", type=float, help="scrape /metrics every S seconds during the run")
     load.add_argument("--scrape-targets", type=int, default=1000, help="targets configured when scraping")
     load.add_argument("--client-core", type=int, help="the core of the scraping process")
-    load.add_argument("--gc-freeze", action="store_true", help="experiment: gc.freeze() after start-up")
-    load.add_argument("--gc-threshold", help="experiment: gc.set_threshold(A,B,C) after start-up")
+    load.add_argument("--gc", choices=("daemon", "default"), default="daemon",
+                      help="daemon: the collector set up as `sse-monitor run` sets it (monitor.daemon.tune_gc, when "
+                           "the tree has it); default: CPython's defaults, for comparison")
     load.add_argument("--out", required=True)
     scrape = sub.add_parser("scrape")
     scrape.add_argument("--targets", type=int, default=1000)
     scrape.add_argument("--results", type=int, default=3, help="finished results recorded per target")
     scrape.add_argument("--scrapes", type=int, default=9)
     scrape.add_argument("--client-core", type=int, help="the core of the scraping process")
+    scrape.add_argument("--gc", choices=("daemon", "default"), default="daemon", help="as for load")
     scrape.add_argument("--changed", type=float, default=0.25,
                         help="share of the targets that finish a run between two scrapes (default 0.25)")
     scrape.add_argument("--out", required=True)

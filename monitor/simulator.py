@@ -12,6 +12,8 @@ import logging
 import math
 import os
 import socket
+import struct
+import sys
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -126,6 +128,7 @@ class Params:
     garbage: int = _param(0, _count)
     gzip_bomb: int = _param(0, _count)
     redirect: str | None = _param(None, _header_value)
+    tag: str | None = _param(None, _header_value)  # an opaque label for the truth log (--truth-log); nothing else
 
 
 class BadParam(ValueError):
@@ -150,6 +153,89 @@ def parse_params(query: Any, headers: Any) -> Params:
     if params.content_length and params.endless and params.drop_after is None and params.error_after is None:
         raise BadParam("parameter 'content_length' cannot buffer an endless stream (add drop_after or error_after)")
     return params
+
+
+# ---- ground truth: when each request came in and when its first byte and first token went out ----------------------
+
+RECEIVED_KEY = "sse_monitor.simulator.received"  # in the ASGI scope: (time.time() of the request's first bytes, how)
+SO_TIMESTAMPNS = 35  # Linux (asm-generic): the kernel's receive time of each segment, as a timespec in recvmsg
+_TIMESPEC = struct.Struct("=qq")
+
+
+class TruthLog:
+    """Per request, JSON lines of wall-clock times (time.time()), for a benchmark to pair with what a monitor reported:
+
+        {"tag": ..., "path": ..., "status": 200, "received": T, "received_by": "kernel", "app": T,
+         "first_byte": T, "first_token": T}
+
+    `received`: the request's first bytes arrived (`received_by` "kernel": the kernel's receive time; "loop": when the
+    event loop handed them over, see _stamping_protocol; "app": the endpoint's entry, when create_app() is served by
+    another server); `app`: the endpoint was entered; `first_byte`: just before the response start (status line and
+    headers) was handed to the server; `first_token`: just before the chunk carrying the first token event was (null
+    when none was sent). A record is written once the first token is out, or when the response ends. Writes go to a
+    1 MiB buffer flushed at most once a second and on close; after `max_records` records the rest are only counted
+    (`dropped`)."""
+
+    FLUSH_SECONDS = 1.0
+
+    def __init__(self, path: str | os.PathLike[str], max_records: int = 1_000_000) -> None:
+        self.path = os.fspath(path)
+        self.max_records = max_records
+        self.written = 0
+        self.dropped = 0
+        self._file: Any = open(self.path, "a", buffering=1 << 20, encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self._flushed = time.monotonic()
+
+    def request(self, path: str, tag: str | None, received: tuple[float | None, str], app: float) -> Truth:
+        at, how = received
+        return Truth(self, path, tag, app if at is None else at, how, app)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._file is None or self.written >= self.max_records:
+            self.dropped += 1
+            return
+        try:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self.written += 1
+            now = time.monotonic()
+            if now - self._flushed >= self.FLUSH_SECONDS:
+                self._flushed = now
+                self._file.flush()
+        except (OSError, ValueError):  # a full disk must not take the origin down: stop logging, keep counting
+            self.dropped += 1
+            self._close_file()
+
+    def close(self) -> None:
+        self._close_file()
+
+    def _close_file(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                file.close()
+
+
+class Truth:
+    """One request's record in a TruthLog: filled as the response goes out, written once."""
+
+    __slots__ = ("log", "path", "tag", "received", "received_by", "app", "first_byte", "first_token", "status",
+                 "written")
+
+    def __init__(self, log: TruthLog, path: str, tag: str | None, received: float, received_by: str,
+                 app: float) -> None:
+        self.log, self.path, self.tag, self.received, self.app = log, path, tag, received, app
+        self.received_by = received_by
+        self.first_byte: float | None = None
+        self.first_token: float | None = None
+        self.status: int | None = None
+        self.written = False
+
+    def done(self) -> None:
+        if not self.written:
+            self.written = True
+            self.log.write({"tag": self.tag, "path": self.path, "status": self.status, "received": self.received,
+                            "received_by": self.received_by, "app": self.app, "first_byte": self.first_byte,
+                            "first_token": self.first_token})
 
 
 # ---- the timeline: when each step of a stream is due -----------------------------------------------------------------
@@ -471,7 +557,8 @@ def _huge_line(size: int, eol: bytes) -> Iterator[bytes]:
     yield eol + eol
 
 
-async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False) -> AsyncIterator[bytes]:
+async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False,
+                       truth: Truth | None = None) -> AsyncIterator[bytes]:
     """The bytes of a stream, one chunk per timeline step, each produced when its step is due."""
     eol = p.line_ending.encode()
     render = {"preamble": fmt.preamble, "token": fmt.token, "end": fmt.end, "error": fmt.error}
@@ -486,7 +573,13 @@ async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False)
         else:
             events = render[kind](n)
             if events:
-                yield b"".join(encode_event(e, eol) for e in events)
+                chunk = b"".join(encode_event(e, eol) for e in events)
+                if truth is not None and kind == "token" and n == 1:
+                    truth.first_token = time.time()  # the consumer sends this chunk as soon as it is yielded
+                    yield chunk
+                    truth.done()  # resumed: the chunk is out
+                else:
+                    yield chunk
 
 
 async def gzipped(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -520,7 +613,7 @@ async def _all_at_once(body: bytes, dropped: bool) -> AsyncIterator[bytes]:
         raise SimulatedDrop
 
 
-async def buffered(chunks: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+async def buffered(chunks: AsyncIterator[bytes], headers: dict[str, str], truth: Truth | None = None) -> Response:
     """The whole stream at once with a Content-Length; a dropped one announces a byte more than it sends."""
     parts, dropped = [], False
     try:
@@ -529,31 +622,40 @@ async def buffered(chunks: AsyncIterator[bytes], headers: dict[str, str]) -> Res
     except SimulatedDrop:
         dropped = True
     body = b"".join(parts)
-    return Stream(_all_at_once(body, dropped), {**headers, "content-length": str(len(body) + dropped)})
+    return Stream(_all_at_once(body, dropped), {**headers, "content-length": str(len(body) + dropped)}, truth=truth)
 
 
 class Stream(Response):
     """A streamed body that stops as soon as the client goes away, and may end in a SimulatedDrop."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str], status_code: int = 200) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str], status_code: int = 200,
+                 truth: Truth | None = None) -> None:
         self.chunks = chunks
         self.status_code = status_code
         self.background = None
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.truth = truth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         dropped = False
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
-            try:
-                await self._send_all(send)
-            except SimulatedDrop:
-                dropped = True
-            tasks.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+                try:
+                    await self._send_all(send)
+                except SimulatedDrop:
+                    dropped = True
+                tasks.cancel_scope.cancel()
+        finally:
+            if self.truth is not None:
+                self.truth.done()
         if dropped:
             raise SimulatedDrop
 
     async def _send_all(self, send: Send) -> None:
+        if self.truth is not None:
+            self.truth.status = self.status_code
+            self.truth.first_byte = time.time()
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         async with contextlib.aclosing(self.chunks) as chunks:
             async for chunk in chunks:
@@ -571,8 +673,9 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
 # ---- the app ---------------------------------------------------------------------------------------------------------
 
 
-async def respond(p: Params, fmt: Format, t0: float) -> Response:
-    """The response to one request whose parameters are valid, once its headers are due."""
+async def respond(p: Params, fmt: Format, t0: float, truth: Truth | None = None) -> Response:
+    """The response to one request whose parameters are valid, once its headers are due. A `truth` record is
+    filled by a streamed response (Stream); the caller completes it for any other."""
     if p.redirect is not None:
         return RedirectResponse(p.redirect, status_code=302)
     if p.status is not None:
@@ -581,15 +684,16 @@ async def respond(p: Params, fmt: Format, t0: float) -> Response:
     if p.x_accel_buffering is not None:
         headers["x-accel-buffering"] = p.x_accel_buffering
     if p.garbage:
-        return Stream(garbage(p.garbage), headers)
+        return Stream(garbage(p.garbage), headers, truth=truth)
     if p.gzip_bomb:
-        return Stream(gzip_bomb(p.gzip_bomb), {**headers, "content-encoding": "gzip"})
+        return Stream(gzip_bomb(p.gzip_bomb), {**headers, "content-encoding": "gzip"}, truth=truth)
     if "json" in headers["content-type"].lower():
         return Response(json.dumps(fmt.whole(p.tokens)), headers=headers)
-    chunks = event_stream(p, fmt, t0, instant=p.content_length)
+    # with content_length the events are made at once, long before the response goes out: first_token stays null
+    chunks = event_stream(p, fmt, t0, instant=p.content_length, truth=None if p.content_length else truth)
     if p.gzip:
         chunks, headers["content-encoding"] = gzipped(chunks), "gzip"
-    return await buffered(chunks, headers) if p.content_length else Stream(chunks, headers)
+    return await buffered(chunks, headers, truth) if p.content_length else Stream(chunks, headers, truth=truth)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -600,19 +704,37 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _endpoint(format_class: type[Format]) -> Callable[[Request], Any]:
+def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         t0 = asyncio.get_running_loop().time()
+        if truth_log is not None:
+            entered = time.time()
+            received = request.scope.get(RECEIVED_KEY) or (None, "app")
         body = await _json_body(request)
         fmt = format_class(str(request.path_params.get("model") or body.get("model") or DEFAULT_MODEL), body)
         try:
             p = parse_params(request.query_params, request.headers)
         except BadParam as exc:
-            return JSONResponse(fmt.error_body(400, str(exc)), status_code=400)
+            response: Response = JSONResponse(fmt.error_body(400, str(exc)), status_code=400)
+            if truth_log is not None:
+                _unstreamed(truth_log.request(request.url.path, request.query_params.get("tag"), received, entered),
+                            response)
+            return response
         await asyncio.sleep(p.headers_delay)
-        return await respond(p, fmt, t0)
+        truth = truth_log.request(request.url.path, p.tag, received, entered) if truth_log is not None else None
+        response = await respond(p, fmt, t0, truth)
+        if truth is not None and not isinstance(response, Stream):
+            _unstreamed(truth, response)
+        return response
 
     return endpoint
+
+
+def _unstreamed(truth: Truth, response: Response) -> None:
+    """A response sent whole (an error, a redirect, JSON): it goes out as soon as the endpoint returns."""
+    truth.status = response.status_code
+    truth.first_byte = time.time()
+    truth.done()
 
 
 async def _healthy(request: Request) -> Response:
@@ -628,8 +750,9 @@ class _QuietDrops(logging.Filter):
         return not isinstance(exc, (SimulatedDrop, asyncio.CancelledError))
 
 
-def create_app() -> Starlette:
-    """The simulator's ASGI app: one route per wire format, plus a health check."""
+def create_app(truth_log: TruthLog | None = None) -> Starlette:
+    """The simulator's ASGI app: one route per wire format, plus a health check. With a `truth_log`, every request
+    to a format's route is recorded in it (see TruthLog)."""
     uvicorn_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _QuietDrops) for f in uvicorn_log.filters):
         uvicorn_log.addFilter(_QuietDrops())
@@ -641,11 +764,84 @@ def create_app() -> Starlette:
         "generic": Generic,
     }
     paths = {**DIALECT_PATHS, "gemini": "/v1beta/models/{model}:streamGenerateContent"}
-    routes = [Route(paths[name], _endpoint(cls), methods=["GET", "POST"], name=name) for name, cls in formats.items()]
+    routes = [Route(paths[name], _endpoint(cls, truth_log), methods=["GET", "POST"], name=name)
+              for name, cls in formats.items()]
     return Starlette(routes=[*routes, Route("/-/healthy", _healthy, methods=["GET"])])
 
 
 # ---- serving ---------------------------------------------------------------------------------------------------------
+
+
+def _enable_receive_stamps(sock: socket.socket) -> bool:
+    """On a listening socket: every accepted connection inherits kernel receive timestamps, and (TCP_DEFER_ACCEPT) a
+    connection is handed to the server only once its first bytes have arrived, so that the request is always there
+    to be peeked at when it is accepted (Linux). Clients see no difference: the kernel completes their connect as
+    before. False when this system cannot stamp."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)  # seconds: a client silent longer comes anyway
+    return True
+
+
+def _kernel_receipt(transport: Any) -> float | None:
+    """The kernel's receive time of the first bytes waiting on a just-accepted connection, read with MSG_PEEK (the
+    bytes stay for the server); None when nothing has arrived yet or there is no stamp."""
+    raw = transport.get_extra_info("socket")
+    if raw is None or not hasattr(socket, "CMSG_SPACE"):
+        return None
+    try:
+        with socket.socket(fileno=os.dup(raw.fileno())) as sock:
+            flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
+            _, ancillary, _, _ = sock.recvmsg(1, socket.CMSG_SPACE(_TIMESPEC.size), flags)
+    except OSError:  # nothing there yet (EAGAIN), or not a socket that can say
+        return None
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return seconds + nanoseconds / 1e9
+    return None
+
+
+def _stamping_protocol() -> type:
+    """uvicorn's HTTP protocol (the one it would pick), noting when each request's first bytes arrived and passing
+    that on in the request's scope: the truth log's `received`. The first request of a connection, waiting when the
+    connection is accepted (always, with _enable_receive_stamps' deferred accept), gets the kernel's receive time
+    ("kernel": what a busy origin's event loop takes to get to it is not the client's delay); a later request on a
+    kept-alive connection, the time the event loop handed its bytes over ("loop"), before any parsing. Parsing (h11
+    in pure Python when httptools is absent), a task switch and starlette's routing come later: ~0.2 ms on an idle
+    machine, more under load (the record's `app`)."""
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
+
+    base = import_from_string(HTTP_PROTOCOLS["auto"])
+
+    class StampingProtocol(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._first_bytes: tuple[float, str] | None = None
+            self._waiting: float | None = None  # the kernel's stamp of bytes waiting at the accept
+            inner = self.app
+
+            async def app(scope: Scope, receive: Receive, send: Send) -> None:
+                scope[RECEIVED_KEY], self._first_bytes = self._first_bytes, None  # the next request stamps anew
+                await inner(scope, receive, send)
+
+            self.app = app
+
+        def connection_made(self, transport: Any) -> None:
+            self._waiting = _kernel_receipt(transport)
+            super().connection_made(transport)
+
+        def data_received(self, data: bytes) -> None:
+            if self._first_bytes is None:
+                waiting, self._waiting = self._waiting, None
+                self._first_bytes = (waiting, "kernel") if waiting is not None else (time.time(), "loop")
+            super().data_received(data)
+
+    return StampingProtocol
 
 
 class _AnnouncingServer(AppServer):
@@ -657,10 +853,24 @@ class _AnnouncingServer(AppServer):
             print(f"sse-monitor simulator listening on {self.base_url}", flush=True)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8900) -> None:
-    """Run the simulator until SIGINT or SIGTERM; prints its URL once it accepts connections."""
-    server = _AnnouncingServer(create_app(), host, port, handle_signals=True)
-    server.run(sockets=[server.socket])
+def serve(host: str = "127.0.0.1", port: int = 8900, truth_log: str | None = None,
+          truth_max_records: int = 1_000_000) -> None:
+    """Run the simulator until SIGINT or SIGTERM; prints its URL once it accepts connections. `truth_log`: a file
+    to append one JSON line of ground truth per request to (TruthLog), complete once this returns."""
+    log = TruthLog(truth_log, truth_max_records) if truth_log else None
+    try:
+        server = _AnnouncingServer(create_app(log), host, port, handle_signals=True)
+        if log is not None:
+            server.config.http = _stamping_protocol()
+            _enable_receive_stamps(server.socket)
+        server.run(sockets=[server.socket])
+    finally:
+        if log is not None:
+            log.close()
+            if log.dropped:
+                print(f"sse-monitor simulator: truth log {log.path}: {log.written} records written, "
+                      f"{log.dropped} not (bound of {log.max_records} reached, or a write failed)",
+                      file=sys.stderr, flush=True)
 
 
 class RunningSimulator:
@@ -687,8 +897,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m monitor.simulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900, help="0 picks a free port (the URL printed tells which)")
+    parser.add_argument("--truth-log", metavar="FILE",
+                        help="append one JSON line per request: wall-clock times of its receipt, first byte and first "
+                             "token (a benchmark's ground truth; the `tag` parameter labels a request)")
+    parser.add_argument("--truth-max-records", type=int, default=1_000_000, metavar="N",
+                        help="records written at most; the rest are counted (default 1,000,000)")
     args = parser.parse_args(argv)
-    serve(args.host, args.port)
+    serve(args.host, args.port, args.truth_log, args.truth_max_records)
 
 
 if __name__ == "__main__":

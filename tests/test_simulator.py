@@ -531,3 +531,174 @@ def test_serve_stops_cleanly_on_a_signal(sig: signal.Signals) -> None:
         assert proc.wait(timeout=5) == 0
     finally:
         proc.kill()
+
+
+# ---- the truth log: a benchmark's ground truth per request -----------------------------------------------------------
+
+
+def _simulator_with_truth(path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.simulator", "--port", "0", "--truth-log", str(path), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        pytest.fail(f"unexpected first line {line!r}: {proc.stderr.read()}")
+    return proc, line.split()[-1]
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    """SIGTERM, wait; the stderr it wrote."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+    return proc.stderr.read()
+
+
+def _wall_fetch(client: httpx.Client, url: str, method: str = "GET") -> dict:
+    """Client-side wall-clock times of one request: sent, headers in, first chunk carrying a token in, done."""
+    out = {"sent": time.time(), "token_in": None}
+    with client.stream(method, url) as r:
+        out["headers_in"], out["status"] = time.time(), r.status_code
+        for chunk in r.iter_raw():
+            if out["token_in"] is None and b'"content":"1\\n"' in chunk:
+                out["token_in"] = time.time()
+    out["done"] = time.time()
+    return out
+
+
+def test_truth_log_records_receipt_first_byte_and_first_token(tmp_path: Path) -> None:
+    path = tmp_path / "truth.jsonl"
+    proc, base = _simulator_with_truth(path)
+    try:
+        with httpx.Client(timeout=10) as c:
+            stream = _wall_fetch(c, url(base, "openai-chat", ttft=0.3, tokens=3, rate=100, tag="s-1"), "POST")
+            held = _wall_fetch(c, url(base, "openai-chat", ttft=0.2, headers_delay=0.2, tokens=2, rate=100, tag="h"))
+            bad = _wall_fetch(c, url(base, "openai-chat", tokens=-1, tag="bad"))
+            empty = _wall_fetch(c, url(base, "generic", tokens=0, ttft=0, tag="none"))
+            # a parameter the simulator does not know is ignored, so a benchmark may label requests its own way
+            other = _wall_fetch(c, url(base, "openai-chat", tokens=1, ttft=0, bench_id="x7"))
+            assert c.get(f"{base}/-/healthy").text == "ok"  # not a format's route: not recorded
+    finally:
+        stderr = _stop(proc)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    by_tag = {r["tag"]: r for r in records}
+    assert [r["tag"] for r in records] == ["s-1", "h", "bad", "none", None]
+    assert stderr == ""
+    statuses = (stream["status"], held["status"], bad["status"], empty["status"], other["status"])
+    assert statuses == (200, 200, 400, 200, 200)
+
+    assert records[0]["received_by"] == "kernel"  # a new connection's (the client keeps the others alive: "loop")
+    r = by_tag["s-1"]
+    assert r["path"] == "/v1/chat/completions" and r["status"] == 200
+    assert stream["sent"] <= r["received"] <= r["app"] <= r["first_byte"] <= stream["headers_in"]
+    assert 0.295 <= r["first_token"] - r["app"] < 0.4  # the first token is due ttft after the endpoint got it
+    assert r["first_byte"] < r["first_token"] <= stream["token_in"]
+
+    r = by_tag["h"]  # headers held back until the first token: the first byte is that late too
+    assert held["sent"] <= r["received"] and 0.2 <= r["first_byte"] - r["received"] < 0.3
+    assert r["first_byte"] <= held["headers_in"] and r["first_byte"] <= r["first_token"] <= held["token_in"]
+
+    assert by_tag["bad"]["status"] == 400 and by_tag["bad"]["first_token"] is None
+    assert bad["sent"] <= by_tag["bad"]["received"] <= by_tag["bad"]["first_byte"] <= bad["headers_in"]
+    assert by_tag["none"]["status"] == 200 and by_tag["none"]["first_token"] is None
+    assert by_tag["none"]["first_byte"] <= empty["headers_in"]
+    assert records[-1]["first_token"] is not None and records[-1]["first_token"] <= other["done"]
+
+
+def test_truth_log_records_an_endless_stream_once_its_first_token_is_out(tmp_path: Path) -> None:
+    path = tmp_path / "truth.jsonl"
+    proc, base = _simulator_with_truth(path)
+    try:
+        with httpx.Client(timeout=10) as c, c.stream("GET", url(base, "generic", endless=1, rate=1e9, ttft=0,
+                                                                tag="flood")) as r:
+            seen = 0
+            for chunk in r.iter_raw():  # a flood of valid events, as fast as the simulator can make them
+                seen += chunk.count(b"\n\n")
+                if seen > 2000:
+                    break
+        time.sleep(0.2)
+    finally:
+        _stop(proc)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 1 and records[0]["tag"] == "flood" and records[0]["first_token"] is not None
+
+
+def test_truth_log_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "truth.jsonl"
+    proc, base = _simulator_with_truth(path, "--truth-max-records", "2")
+    try:
+        with httpx.Client(timeout=10) as c:
+            for i in range(4):
+                assert c.get(url(base, "generic", tokens=1, ttft=0, tag=f"r{i}")).status_code == 200
+    finally:
+        stderr = _stop(proc)
+    assert [json.loads(line)["tag"] for line in path.read_text().splitlines()] == ["r0", "r1"]
+    assert "2 records written, 2 not" in stderr
+
+
+def test_truth_log_is_flushed_while_running(tmp_path: Path) -> None:
+    path = tmp_path / "truth.jsonl"
+    proc, base = _simulator_with_truth(path)
+    try:
+        with httpx.Client(timeout=10) as c:
+            c.get(url(base, "generic", tokens=1, ttft=0, tag="a"))
+            time.sleep(1.1)  # the buffer is flushed at most once a second, by a later write
+            c.get(url(base, "generic", tokens=1, ttft=0, tag="b"))
+            assert [json.loads(line)["tag"] for line in path.read_text().splitlines()] == ["a", "b"]
+    finally:
+        _stop(proc)
+
+
+def test_truth_log_stamps_each_request_of_a_kept_alive_connection(tmp_path: Path) -> None:
+    path = tmp_path / "truth.jsonl"
+    proc, base = _simulator_with_truth(path)
+    sent = []
+    try:
+        with httpx.Client(timeout=10) as c:  # one connection, reused
+            for i in range(3):
+                time.sleep(0.1)
+                sent.append(time.time())
+                assert c.get(url(base, "generic", tokens=1, ttft=0, tag=f"k{i}")).status_code == 200
+    finally:
+        _stop(proc)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["tag"] for r in records] == ["k0", "k1", "k2"]
+    for r, t in zip(records, sent):
+        assert t <= r["received"] <= r["app"] <= r["first_byte"] <= r["first_token"] < t + 0.1
+    # a new connection is accepted once its request is there: the kernel's stamp; a kept-alive one's, the loop's
+    assert [r["received_by"] for r in records] == ["kernel", "loop", "loop"]
+
+
+def test_a_request_waiting_at_the_accept_gets_the_kernels_receive_time() -> None:
+    import socket as sockets
+
+    from monitor.simulator import _enable_receive_stamps, _kernel_receipt
+
+    class Transport:  # what the protocol is handed: get_extra_info("socket")
+        def __init__(self, sock: sockets.socket) -> None:
+            self.sock = sock
+
+        def get_extra_info(self, name: str) -> object:
+            return self.sock if name == "socket" else None
+
+    with sockets.create_server(("127.0.0.1", 0)) as server:
+        if not _enable_receive_stamps(server):
+            pytest.skip("no SO_TIMESTAMPNS here")
+        time.sleep(0.2)  # the kernel turns receive stamping on for the whole host a moment later (a deferred work item)
+        with sockets.create_connection(server.getsockname()) as client:
+            server.settimeout(0.05)
+            with pytest.raises(TimeoutError):  # connected, but nothing sent: nothing to accept yet (deferred accept)
+                server.accept()
+            server.settimeout(5)
+            sent = time.time()
+            client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            time.sleep(0.05)  # the server's loop is busy elsewhere: the bytes wait
+            accepted, _ = server.accept()
+            with accepted:
+                stamp = _kernel_receipt(Transport(accepted))
+                assert stamp is not None and sent <= stamp < sent + 0.04  # when they came, not when they were looked at
+                assert accepted.recv(100) == b"GET / HTTP/1.1\r\n\r\n"  # only peeked at: all still there for the server
