@@ -12,7 +12,6 @@ from pathlib import Path
 
 import structlog
 
-from . import network
 from .alerting import AlertmanagerPusher
 from .config import ConfigError, MonitorConfig, TargetConfig, load_config
 from .metrics import Metrics
@@ -199,15 +198,17 @@ class Daemon:
         self.record(name, result)
 
     def _timing_disturbed(self, result: ProbeResult, started: float, ended: float) -> bool:
-        """On the kernel clock a late loop costs nothing, unless nothing at all could read the sockets for a while
-        (network.blind_between); on the user clock any loop lag past the bound does."""
+        """On the kernel clock a late loop costs nothing: the probe itself flags the one case that does (its first
+        token arrived while nothing could read, network.read_blind_at). On the user clock any loop lag past the
+        bound does."""
         if result.clock == CLOCK_KERNEL:
-            return network.blind_between(started, ended)
+            return WARNING_EVENT_LOOP_LAG in result.warnings
         return self.lag.lagged_between(started, ended)
 
     def _discount_lag(self, name: str, result: ProbeResult) -> None:
         """The loop was late while this probe ran: its timings measure us, not the endpoint."""
-        result.warnings.append(WARNING_EVENT_LOOP_LAG)
+        if WARNING_EVENT_LOOP_LAG not in result.warnings:
+            result.warnings.append(WARNING_EVENT_LOOP_LAG)
         if ALERT_TTFT_HIGH in result.alerts:
             result.alerts.remove(ALERT_TTFT_HIGH)
         self.metrics.lagged_probes.labels(name).inc()

@@ -117,6 +117,17 @@ class Arrival(typing.NamedTuple):
     read_at: float
 
 
+_BUFFERS = threading.local()
+
+
+def _buffer() -> memoryview:
+    """This thread's receive buffer (the event loop's, or the stall reader's)."""
+    buffer = getattr(_BUFFERS, "buffer", None)
+    if buffer is None:
+        buffer = _BUFFERS.buffer = memoryview(bytearray(RECV_BYTES))
+    return buffer
+
+
 class _Socket:
     """A non-blocking socket drained by the event loop's reader callback; every piece keeps its arrival."""
 
@@ -181,26 +192,30 @@ class _Socket:
             self._lock.release()
 
     def _receive(self) -> bool:
-        """One recvmsg (under the lock): a piece with its arrival, the end, or an error. False when nothing waits."""
+        """One recvmsg (under the lock): a piece with its arrival, the end, or an error. False when nothing waits.
+
+        Into this thread's one reusable buffer, then copied out at its size: a fresh 64 KiB object per read, shrunk
+        afterwards, left the heap fragmented with a thousand streams."""
         if self.closed:
             return False
+        buffer = _buffer()
         try:
             if self.stamped:
-                data, ancillary, _, _ = self.sock.recvmsg(RECV_BYTES, _ANCILLARY_BYTES)
+                size, ancillary, _, _ = self.sock.recvmsg_into((buffer,), _ANCILLARY_BYTES)
                 arrival = Arrival(_stamp_of(ancillary) if ancillary else None, time.perf_counter())
             else:
-                data = self.sock.recv(RECV_BYTES)
+                size = self.sock.recv_into(buffer)
                 arrival = Arrival(None, time.perf_counter())
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
             self.error = exc
             return True
-        if not data:
+        if not size:
             self.eof = True
         else:
-            self.chunks.append((data, arrival))
-            self.size += len(data)
+            self.chunks.append((buffer[:size].tobytes(), arrival))
+            self.size += size
         return True
 
     def take(self, max_bytes: int) -> tuple[bytes, Arrival]:
@@ -345,10 +360,11 @@ class _StallReader:
                     return
 
 
-def blind_between(start: float, end: float) -> bool:
-    """Whether, between these perf_counter times, this loop's probe sockets went unread for over BLIND_AFTER."""
+def read_blind_at(moment: float, slack: float = 0.01) -> bool:
+    """Whether an arrival stamped at this perf_counter moment may carry a later segment's stamp: it lies in a span in
+    which this loop's probe sockets went unread for over BLIND_AFTER (or just after one, before the read came)."""
     reader = _STALL_READERS.get(asyncio.get_running_loop())
-    return reader is not None and any(s <= end and e >= start for s, e in reversed(reader.blind))
+    return reader is not None and any(s <= moment <= e + slack for s, e in reversed(reader.blind))
 
 
 def _wake_all(sockets: list[_Socket]) -> None:
@@ -382,6 +398,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         self._deadline = math.inf
         self._timer: asyncio.TimerHandle | None = None
         self.arrival: Arrival | None = None
+        self.sent_at: tuple[float, float] | None = None  # (time.time(), perf_counter()) just before the request left
         self.kernel_stamps = raw.stamped
         self.throttled = False  # reading was paused at least once for keeping the loop busy
         self._handed_at: float | None = None  # perf_counter when the consumer got its last piece
@@ -488,6 +505,8 @@ class _Stream(httpcore.AsyncNetworkStream):
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
+        if self.sent_at is None:  # the request's first bytes: the instant the probe's times are measured from
+            self.sent_at = (time.time(), time.perf_counter())
         if self._tls is None:
             await self._raw.send_all(buffer, timeout)
             return

@@ -31,6 +31,7 @@ from .result import (
     WARNING_CONTENT_ENCODING,
     WARNING_CONTENT_LENGTH,
     WARNING_CONTENT_TYPE,
+    WARNING_EVENT_LOOP_LAG,
     WARNING_THROTTLED,
     ProbeResult,
     ProbeSpec,
@@ -74,15 +75,19 @@ class StreamRecorder:
     """Times and classifies what arrives: response headers, body pieces, events, comments.
 
     Every arrival time is the kernel's receive stamp of the read that carried it (network.Arrival), measured from
-    the moment the connection starts; where a read has no stamp, the moment the process read it (the user clock).
+    the moment the request's first bytes were handed to the kernel; where a read has no stamp, the moment the process
+    read it (the user clock). Internally every moment is on perf_counter; stamps (CLOCK_REALTIME) are converted with
+    one offset taken at the start.
     """
 
     def __init__(self, spec: ProbeSpec, dialect: Dialect, result: ProbeResult) -> None:
         self.spec, self.dialect, self.result = spec, dialect, result
         self.started = time.perf_counter()  # set again by start(), the moment the request goes out
-        self.started_wall = time.time()  # the same instant on the kernel stamps' clock (CLOCK_REALTIME)
+        self._offset = time.time() - self.started  # CLOCK_REALTIME minus perf_counter: turns stamps into moments
         self.stream: network._Stream | None = None  # the connection's network stream, once connected
         self._user_times = 0  # arrivals timed on the user clock (no kernel stamp)
+        self._connect_started: float | None = None
+        self._connected: float | None = None
         self.decoder = SSEDecoder(spec.max_event_bytes)
         self.inflater: _Inflater | None = None
         self.concluded = False
@@ -93,11 +98,12 @@ class StreamRecorder:
         self._burst_tokens = 0
         self._event_stream = True
 
-    def start(self) -> None:
-        """The request starts now: the instant every time in the result is measured from. Taken on both clocks at
-        once; called again just before the connection is opened, so our own set-up never counts."""
-        self.started = time.perf_counter()
-        self.started_wall = self.result.started_at = time.time()
+    def start(self, at: tuple[float, float] | None = None) -> None:
+        """The request starts now (or at `at`, a (time.time(), perf_counter()) pair): the instant every time in the
+        result is measured from. Called before anything is sent, then again with the moment the request's first
+        bytes went to the kernel, so neither our own set-up nor the connection's counts."""
+        wall, self.started = at or (time.time(), time.perf_counter())
+        self.result.started_at = wall
 
     def now(self) -> float:
         """The process's own clock: for timers (timeouts) and moments that no arrival carries."""
@@ -105,14 +111,17 @@ class StreamRecorder:
 
     def arrived(self) -> float:
         """When the bytes the connection handed over last arrived: the kernel's stamp if it has one."""
+        return self._arrival() - self.started
+
+    def _arrival(self) -> float:
         arrival = self.stream.arrival if self.stream is not None else None
         if arrival is None:
             self._user_times += 1
-            return self.now()
+            return time.perf_counter()
         if arrival.stamp is not None:
-            return arrival.stamp - self.started_wall
+            return arrival.stamp - self._offset
         self._user_times += 1
-        return arrival.read_at - self.started
+        return arrival.read_at
 
     def conclude(self, outcome: str, reason: str, detail: str = "", at: float | None = None) -> None:
         if not self.concluded:
@@ -125,13 +134,17 @@ class StreamRecorder:
 
     async def on_trace(self, name: str, info: dict) -> None:
         if name == "connection.connect_tcp.started":
-            self.start()
+            self._connect_started = time.perf_counter()
         elif name == "connection.connect_tcp.complete":
-            self.result.connect_seconds = self.now()  # no bytes arrive with a connect: the user clock
+            self._connected = time.perf_counter()  # no bytes arrive with a connect: the user clock
+            self.result.connect_seconds = self._connected - self._connect_started
             self.stream = info.get("return_value")
         elif name == "connection.start_tls.complete":
             self.stream = info.get("return_value") or self.stream
-            self.result.tls_seconds = self.arrived()  # the server's last handshake message
+            if self._connected is not None:  # until the server's last handshake message
+                self.result.tls_seconds = self._arrival() - self._connected
+        elif name == "http11.send_request_headers.complete" and self.stream is not None and self.stream.sent_at:
+            self.start(self.stream.sent_at)
 
     def on_headers(self, response: httpx.Response) -> None:
         r = self.result
@@ -216,6 +229,8 @@ class StreamRecorder:
             r.warnings.append(WARNING_BUFFERING)
         stamped = stream.kernel_stamps if stream is not None else network.KERNEL_TIMESTAMPS
         r.clock = CLOCK_KERNEL if stamped and not self._user_times else CLOCK_USER
+        if r.clock == CLOCK_KERNEL and r.ttft_seconds is not None and network.read_blind_at(self.started + r.ttft_seconds):
+            r.warnings.append(WARNING_EVENT_LOOP_LAG)  # the first token may carry a later segment's stamp
         r.alerts = alert_conditions(r)
 
     # -- internals ------------------------------------------------------------------------------------------------

@@ -131,9 +131,9 @@ class ProbeResult:
     reason: str = "internal_error"
     detail: str = ""  # a human sentence on why, for failures and early ends
     status_code: int | None = None
-    started_at: float = 0.0  # wall clock (unix seconds) when the request started
-    connect_seconds: float | None = None  # TCP connection established
-    tls_seconds: float | None = None  # TLS handshake done (https only)
+    started_at: float = 0.0  # wall clock (unix seconds) when the request's first bytes were sent: time zero
+    connect_seconds: float | None = None  # how long the TCP connect took (before time zero)
+    tls_seconds: float | None = None  # how long the TLS handshake took (before time zero; https only)
     headers_seconds: float | None = None
     first_byte_seconds: float | None = None
     first_event_seconds: float | None = None
