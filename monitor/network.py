@@ -79,11 +79,22 @@ def _kernel_stamps_possible() -> bool:
 KERNEL_TIMESTAMPS = _kernel_stamps_possible()  # tests may switch it off; new connections follow it
 
 
+_STAMPING = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
+_STAMPS_KEPT_ON: list[socket.socket] = []
+
+
 def _enable_stamps(sock: socket.socket) -> bool:
     if not KERNEL_TIMESTAMPS or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return False
     try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE)
+        if not _STAMPS_KEPT_ON:
+            # The kernel switches receive timestamping on for the whole stack while any socket wants it, and off
+            # (patching its code, ~50 us) soon after the last such socket closes: one idle socket of our own keeps it
+            # on, so probes that come one at a time do not pay for switching it on each time.
+            holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            holder.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, _STAMPING)
+            _STAMPS_KEPT_ON.append(holder)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, _STAMPING)
     except OSError:  # an old kernel, a sandbox that filters the option
         return False
     return True
@@ -289,6 +300,7 @@ class _Socket:
 
 STALL_TICK = 0.002  # the loop shows it is alive this often, while any probe socket is read
 STALL_AFTER = 0.004  # a loop silent for this long is stalled: the stall reader reads its sockets meanwhile
+STALL_READER_LINGER = 5.0  # the thread ends after this long without a socket to watch
 BLIND_AFTER = 0.02  # neither the loop nor the stall reader could read for this long: arrivals in it may share a stamp
 
 
@@ -313,25 +325,24 @@ class _StallReader:
         self.blind: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stop: threading.Event | None = None  # the running thread's own stop signal
+        self._lock = threading.Lock()  # the loop starts a thread while the last one ends
 
     def watch(self, sock: _Socket) -> None:
         self.sockets.add(sock)
         if self._tick_handle is None:
             self.alive_at = time.perf_counter()
             self._tick_handle = sock.loop.call_later(STALL_TICK, self._tick)
-        if self._stop is None:
-            self._stop = threading.Event()
-            threading.Thread(target=self._run, args=(self._stop,), name="sse-monitor-stall-reader", daemon=True).start()
+        with self._lock:  # a thread that is ending has cleared _stop under this lock first
+            if self._stop is None:
+                self._stop = threading.Event()
+                threading.Thread(target=self._run, args=(self._stop,), name="sse-monitor-stall-reader",
+                                 daemon=True).start()
 
     def forget(self, sock: _Socket) -> None:
         self.sockets.discard(sock)
-        if not self.sockets:
-            if self._tick_handle is not None:
-                self._tick_handle.cancel()
-                self._tick_handle = None
-            if self._stop is not None:
-                self._stop.set()
-                self._stop = None
+        if not self.sockets and self._tick_handle is not None:  # the thread stays a while (starting one costs ~80 us)
+            self._tick_handle.cancel()
+            self._tick_handle = None
 
     def _tick(self) -> None:
         self.alive_at = time.perf_counter()
@@ -339,9 +350,19 @@ class _StallReader:
         self._tick_handle = loop.call_later(STALL_TICK, self._tick) if self.sockets and loop is not None else None
 
     def _run(self, stop: threading.Event) -> None:
-        woke = time.perf_counter()
+        woke = idle_since = time.perf_counter()
         while not stop.wait(STALL_TICK):
             now = time.perf_counter()
+            if self.sockets:
+                idle_since = now
+            else:
+                if now - idle_since > STALL_READER_LINGER or self._loop() is None:
+                    with self._lock:  # watch() may be adding a socket right now: end only if it did not
+                        if not self.sockets:
+                            self._stop = None
+                            return
+                woke = now
+                continue
             unread = min(now - self.alive_at, now - woke - STALL_TICK)
             woke = now
             if unread > BLIND_AFTER:
@@ -352,12 +373,14 @@ class _StallReader:
             self.stalls += 1
             loop = self._loop()
             if loop is None:
-                return
+                break
             if changed:
                 try:
                     loop.call_soon_threadsafe(_wake_all, changed)
                 except RuntimeError:  # the loop is closed
-                    return
+                    break
+        with self._lock:
+            self._stop = None
 
 
 def read_blind_at(moment: float, slack: float = 0.01) -> bool:
@@ -409,7 +432,10 @@ class _Stream(httpcore.AsyncNetworkStream):
     # -- reading -------------------------------------------------------------------------------------------------------
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        await self._account()
+        if self._handed_at is not None:
+            pause = self._account()
+            if pause is not None:
+                await self._pause(pause)
         max_bytes = min(max_bytes, PIECE_BYTES)
         raw = self._raw
         while True:
@@ -477,10 +503,9 @@ class _Stream(httpcore.AsyncNetworkStream):
         else:
             self._timer = self._loop.call_at(self._deadline, self._check_deadline)
 
-    async def _account(self) -> None:
-        """Count the consumer's work on the last piece; yield, or pause this stream's reading, when it is too much."""
-        if self._handed_at is None:
-            return
+    def _account(self) -> float | None:
+        """Count the consumer's work on the last piece. Returns how long to pause before reading on: 0 to let the
+        others run first, more to stop reading this socket for the rest of the window; None to go on at once."""
         now = time.perf_counter()
         work = now - self._handed_at
         self._handed_at = None
@@ -489,16 +514,23 @@ class _Stream(httpcore.AsyncNetworkStream):
             self._window_start, self._window_busy = now, 0.0
         self._window_busy += work
         if self._window_busy > FAIR_SHARE * FAIR_WINDOW:
+            return self._window_start + FAIR_WINDOW - now
+        if self._slice > SLICE_SECONDS:
+            return 0.0
+        return None
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds > 0:
             self.throttled = True
             self._raw.hold(True)
             try:
-                await asyncio.sleep(self._window_start + FAIR_WINDOW - now)
+                await asyncio.sleep(seconds)
             finally:
                 self._raw.hold(False)
-            self._window_start, self._window_busy, self._slice = time.perf_counter(), 0.0, 0.0
-        elif self._slice > SLICE_SECONDS:
+            self._window_start, self._window_busy = time.perf_counter(), 0.0
+        else:
             await asyncio.sleep(0)
-            self._slice = 0.0
+        self._slice = 0.0
 
     # -- writing -------------------------------------------------------------------------------------------------------
 

@@ -352,9 +352,18 @@ def _conclude(recorder: StreamRecorder | None, result: ProbeResult, outcome: str
         result.outcome, result.reason, result.detail = outcome, reason, detail
 
 
+class _NoCookies(httpx.Cookies):
+    """A probe's client lives for one request and keeps no cookies. Reading each response's Set-Cookie into
+    urllib's CookieJar (behind httpx.Cookies) cost ~70 us of a probe's ~1.3 ms of CPU."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+
 async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline: asyncio.Timeout) -> None:
     timeout = httpx.Timeout(spec.idle_timeout)
     async with httpx.AsyncClient(transport=http_transport(spec.verify_tls), timeout=timeout, trust_env=False) as client:
+        client._cookies = _NoCookies()  # httpx's public setter would wrap it in a plain Cookies
         http_request = client.build_request(
             request.method,
             request.url,
