@@ -1,8 +1,10 @@
 """The process users run, measured: `sse-monitor run`, installed with pip, probing the simulator on loopback.
 
-    python3 bench/process.py --quick     # <= 3 minutes: 200 and 1,000 streams, the flood, blackbox at 200
+    python3 bench/process.py --quick     # <= 3 minutes: 200 and 1,000 streams, the flood, blackbox alone at 200,
+                                         # the daemon and blackbox side by side at 200
     python3 bench/process.py             # <= 15 minutes: 50, 200, 500, 1,000 streams, 230 targets at the default
-                                         # cap, the flood; blackbox_exporter at 50, 200, 500 and 1,000
+                                         # cap, the flood; blackbox_exporter alone at 50, 200, 500 and 1,000;
+                                         # side by side at 200 and 1,000
 
 Installs sse-monitor as the README does (`python3 -m pip install .`, not editable) into a venv in bench/out/venv,
 then for each level starts the simulator (`python -m monitor.simulator --truth-log FILE`, this tree's) pinned to one
@@ -14,8 +16,11 @@ simulator's record of the same request (same target, received just after the pro
     arrival error  = (started_at + ttft_seconds) - first_token_written          (~ loopback transit only)
 
 blackbox_exporter (Debian's prometheus-blackbox-exporter), when installed, probes the same origin at the same
-concurrency on the same core in a pass of its own; its TTFB (resolve + connect + tls + processing) is compared with
-the simulator's record of the same request the same way. Prints a table and writes bench/results-process.json; see
+concurrency on the same core, twice: alone, in a pass of its own; and side by side, started together with the daemon
+on the same core against one simulator, each with its own set of the level's targets (every request's `tag` says
+whose it is) over the same window. Its TTFB (resolve + connect + tls + processing) is compared with the simulator's
+record of the same request the same way; the issue's "blackbox p99 >= 10 x ours at 200 streams in the same run" is
+evaluated on the side-by-side pass. Prints a table and writes bench/results-process.json; see
 bench/README.md. Linux only (/proc, sched_setaffinity), two cores or more. Every load loop is bounded in count and
 time; only 127.0.0.1 is contacted.
 """
@@ -52,7 +57,8 @@ RUN_DIR = OUT / "process"  # this run's configs, daemon logs and truth logs (ove
 RESULTS = HERE / "results-process.json"
 PATH = "/v1/chat/completions"
 
-DEFAULT_CAP = 50  # scheduler.max_concurrent's default
+sys.path.insert(0, str(ROOT))
+from monitor.config import DEFAULT_MAX_CONCURRENT as DEFAULT_CAP  # noqa: E402 - scheduler.max_concurrent's default
 DEFAULT_JITTER = 5.0  # scheduler.jitter's default
 CAP_TARGETS = 230  # the "default cap" level: as many targets as the 200-stream level, max_concurrent left alone
 FLOOD_HEALTHY = 20  # the flood level: this many healthy targets beside one flooding target
@@ -190,7 +196,7 @@ def level_spec(name: str, w: Workload) -> dict:
     if kind.isdigit():
         streams = int(kind)
         targets = w.targets_for(streams)
-        cap = targets if targets > DEFAULT_CAP else None  # None: the default (50) is enough
+        cap = targets if targets > DEFAULT_CAP else None  # None: the default is enough
         return {"name": kind, "kind": "streams", "streams": streams, "targets": targets, "max_concurrent": cap}
     if kind == "cap":
         targets = int(n or CAP_TARGETS)
@@ -407,8 +413,6 @@ def daemon_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
         status = daemon.stop() if daemon is not None else None
         sim.stop()
     window = real_w1 - w0
-    log = read_daemon_log(log_path)
-    truth = read_truth(truth_path)
     out = {
         "level": spec["name"], "kind": spec["kind"], "targets": spec["targets"], "nominal_streams": spec["streams"],
         "max_concurrent": cap or DEFAULT_CAP, "max_concurrent_is_default": cap is None,
@@ -418,8 +422,6 @@ def daemon_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
         "simulator_core_share": round((sim1 - sim0) / window, 3),
         "peak_rss_mb": None if hwm is None else round(hwm / 1024, 1),
         "rss_mb_at_window_end": round(rss_samples[-1] / 1024, 1) if rss_samples else None,
-        "log_lines": log["events"], "log_levels": log["levels"], "log_not_json_lines": log["not_json_lines"],
-        "skipped_runs_in_window": sum(1 for t in log["skipped"] if t is not None and w0 <= t <= real_w1),
     }
     if monitor_core is not None:
         foreign = (busy1[monitor_core] - busy0[monitor_core]) - (cpu1 - cpu0)
@@ -428,10 +430,32 @@ def daemon_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
         foreign = (busy1[sim_core] - busy0[sim_core]) - (sim1 - sim0) - (me1 - me0)
         out["simulator_core_busy_share"] = round((busy1[sim_core] - busy0[sim_core]) / window, 3)
         out["simulator_core_foreign_share"] = round(max(0.0, foreign) / window, 3)
+    out.update(daemon_figures(spec, w, names, log_path, read_truth(truth_path), w0, real_w1, cpu1 - cpu0))
+    out["config"] = str(config.relative_to(ROOT))
+    out["daemon_log"] = str(log_path.relative_to(ROOT))
+    if spec["kind"] == "flood":
+        out["flood_note"] = ("the flooding target's events are counted only when its probe ends (a budget, or the "
+                             "timeout); CPU per event at this level is not the product's figure")
+    return out
+
+
+def daemon_figures(spec: dict, w: Workload, names: list[str], log_path: Path, truth: dict[str, list[dict]],
+                   w0: float, w1: float, cpu_seconds: float) -> dict:
+    """What the daemon's log says about the window [w0, w1], each result paired with the simulator's record of the
+    same request. Only the daemon's own tags (its target names) are looked at: in the side-by-side pass the same
+    truth log also holds blackbox_exporter's requests."""
+    window = w1 - w0
+    log = read_daemon_log(log_path)
+    mine = set(names)
+    truth = {tag: records for tag, records in truth.items() if tag in mine}
+    out: dict[str, Any] = {
+        "log_lines": log["events"], "log_levels": log["levels"], "log_not_json_lines": log["not_json_lines"],
+        "skipped_runs_in_window": sum(1 for t in log["skipped"] if t is not None and w0 <= t <= w1),
+    }
     pairer = Pairer(truth, window=min(w.interval / 2, 2.0))
     finished = log["finished"]
     in_window = [r for r in finished
-                 if isinstance(r.get("started_at"), (int, float)) and w0 <= r["started_at"] <= real_w1]
+                 if isinstance(r.get("started_at"), (int, float)) and w0 <= r["started_at"] <= w1]
     if finished and not any(isinstance(r.get("started_at"), (int, float)) for r in finished):
         out["error"] = "the daemon's probe_finished lines carry no started_at: results cannot be paired"
     groups = {"healthy": lambda n: n != "flood", "flood": lambda n: n == "flood"} if spec["kind"] == "flood" \
@@ -453,23 +477,18 @@ def daemon_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
         s, d = r.get("started_at"), r.get("duration_seconds") or 0.0
         if not isinstance(s, (int, float)):
             continue
-        overlap = max(0.0, min(s + d, real_w1) - max(s, w0))
+        overlap = max(0.0, min(s + d, w1) - max(s, w0))
         stream_seconds += overlap
         if d > 0:
             events += (r.get("events") or 0) * overlap / d
     out["events_in_window"] = round(events)
     out["events_per_second"] = round(events / window, 1)
     out["mean_open_streams"] = round(stream_seconds / window, 1)
-    out["cpu_us_per_event"] = round((cpu1 - cpu0) / events * 1e6, 1) if events else None
+    out["cpu_us_per_event"] = round(cpu_seconds / events * 1e6, 1) if events else None
     unmatched = [r for records in truth.values() for r in records
-                 if w0 <= r["received"] <= real_w1 and id(r) not in pairer.used]
-    out["simulator_requests_in_window"] = sum(1 for rs in truth.values() for r in rs if w0 <= r["received"] <= real_w1)
+                 if w0 <= r["received"] <= w1 and id(r) not in pairer.used]
+    out["simulator_requests_in_window"] = sum(1 for rs in truth.values() for r in rs if w0 <= r["received"] <= w1)
     out["simulator_requests_without_result"] = len(unmatched)  # e.g. probes still running when the daemon stopped
-    out["config"] = str(config.relative_to(ROOT))
-    out["daemon_log"] = str(log_path.relative_to(ROOT))
-    if spec["kind"] == "flood":
-        out["flood_note"] = ("the flooding target's events are counted only when its probe ends (a budget, or the "
-                             "timeout); CPU per event at this level is not the product's figure")
     return out
 
 
@@ -654,25 +673,48 @@ async def drive_blackbox(bb_host: str, bb_port: int, targets: list[tuple[str, st
     return out
 
 
+class BlackboxProcess:
+    """Debian's blackbox_exporter with one `http` module, pinned to `core`, listening on a free loopback port."""
+
+    def __init__(self, binary: str, core: int | None, stderr: Path) -> None:
+        config = RUN_DIR / "blackbox.yml"
+        config.write_text(BLACKBOX_CONFIG)
+        self.port = free_port()
+        self._err = open(stderr, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{self.port}",
+                                      "--log.level=warn"], cwd=RUN_DIR, stdin=subprocess.DEVNULL, stdout=self._err,
+                                     stderr=self._err, env=clean_env(), preexec_fn=pinned(core))
+        self.pid = self.proc.pid
+        try:
+            _wait_http(f"http://127.0.0.1:{self.port}/-/healthy", self.proc, 20)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        stop(self.proc, 10)
+        self._err.close()
+
+
+def blackbox_targets(names: list[str], w: Workload, base_url: str) -> list[tuple[str, str, float]]:
+    """(name, target URL, first-run offset) for drive_blackbox: the daemon's stream, with the response headers held
+    until the first token is due (so the exporter's `processing` phase ends at the first token)."""
+    query = f"{w.query}&headers_delay={w.ttft:g}"
+    return [(n, f"{base_url}{PATH}?{query}", first_run_offset(n, w.interval)) for n in names]
+
+
 def blackbox_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict, binary: str) -> dict:
+    """blackbox_exporter alone: the level's targets, no daemon running."""
     monitor_core, sim_core = env["cores"]
     tag = f"blackbox-{spec['name']}"
     truth_path = RUN_DIR / f"truth-{tag}.jsonl"
-    config = RUN_DIR / "blackbox.yml"
-    config.write_text(BLACKBOX_CONFIG)
     names = target_names(spec)
-    say(f"blackbox_exporter at level {spec['name']}: {len(names)} targets every {w.interval:g} s ...")
+    say(f"blackbox_exporter alone at level {spec['name']}: {len(names)} targets every {w.interval:g} s ...")
     sim = Simulator(env["sim_python"], sim_core, truth_path, RUN_DIR / f"simulator-{tag}.stderr")
-    port = free_port()
-    err = open(RUN_DIR / f"{tag}.stderr", "wb")  # noqa: SIM115
-    bb = subprocess.Popen([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                           "--log.level=warn"], cwd=RUN_DIR, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                          env=clean_env(), preexec_fn=pinned(monitor_core))
-    bb_url = f"http://127.0.0.1:{port}"
+    bb = None
     try:
-        _wait_http(bb_url + "/-/healthy", bb, 20)
-        query = f"{w.query}&headers_delay={w.ttft:g}"  # response headers held until the first token is due
-        targets = [(n, f"{sim.base_url}{PATH}?{query}", first_run_offset(n, w.interval)) for n in names]
+        bb = BlackboxProcess(binary, monitor_core, RUN_DIR / f"{tag}.stderr")
+        targets = blackbox_targets(names, w, sim.base_url)
         t_start = time.time() + 0.5
         w0 = t_start + opts.warmup
         w1 = w0 + opts.window
@@ -686,20 +728,42 @@ def blackbox_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict, 
                               core_busy(watched))
 
             sampler = asyncio.gather(sample(w0, "start"), sample(w1, "end"))
-            records = await drive_blackbox("127.0.0.1", port, targets, t_start, w1, w.interval, timeout=20)
+            records = await drive_blackbox("127.0.0.1", bb.port, targets, t_start, w1, w.interval, timeout=20)
             await sampler
             return records
 
         records = asyncio.run(run())
         hwm = proc_status_kb(bb.pid, "VmHWM")
     finally:
-        stop(bb, 10)
-        err.close()
+        if bb is not None:
+            bb.stop()
         sim.stop()
     (t0, bb0, sim0, me0, busy0), (t1, bb1, sim1, me1, busy1) = state["start"], state["end"]
     window = t1 - t0
-    truth = {r["tag"]: r for rs in read_truth(truth_path).values() for r in rs}
-    errors, known, open_seconds = [], [], 0.0
+    out = {
+        "level": spec["name"], "targets": len(names), "nominal_streams": spec["streams"],
+        "window_seconds": round(window, 3),
+        **blackbox_figures(records, read_truth(truth_path), w, w0, w1, t0, t1),
+        "blackbox_core_share": round((bb1 - bb0) / window, 3),
+        "blackbox_peak_rss_mb": None if hwm is None else round(hwm / 1024, 1),
+        "simulator_core_share": round((sim1 - sim0) / window, 3),
+    }
+    if monitor_core is not None:
+        foreign = (busy1[monitor_core] - busy0[monitor_core]) - (bb1 - bb0)
+        out["monitor_core_foreign_share"] = round(max(0.0, foreign) / window, 3)
+    if sim_core is not None:
+        foreign = (busy1[sim_core] - busy0[sim_core]) - (sim1 - sim0) - (me1 - me0)
+        out["simulator_core_busy_share"] = round((busy1[sim_core] - busy0[sim_core]) / window, 3)
+        out["simulator_core_foreign_share"] = round(max(0.0, foreign) / window, 3)
+    return out
+
+
+def blackbox_figures(records: list[dict], truth: dict[str, list[dict]], w: Workload, w0: float, w1: float,
+                     t0: float, t1: float) -> dict:
+    """The driver's records of probes sent in [w0, w1], each paired with the simulator's record of the same request
+    (every blackbox request carries a tag of its own); `t0`..`t1`: the window the open streams are averaged over."""
+    by_tag = {r["tag"]: r for rs in truth.values() for r in rs if r.get("tag")}
+    errors, known, late, open_seconds = [], [], [], 0.0
     outcomes = collections.Counter()
     unpaired = failed = 0
     worst = []
@@ -715,35 +779,156 @@ def blackbox_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict, 
             failed += 1
             continue
         ttfb = sum(phases[p] for p in TTFB_PHASES)
-        t = truth.get(rec["tag"])
+        t = by_tag.get(rec["tag"])
         known.append(ttfb - w.ttft)
         if t is None or t.get("first_byte") is None:
             unpaired += 1
             continue
         error = ttfb - (t["first_byte"] - t["received"])
         errors.append(error)
+        late.append(t["first_byte"] - t["received"] - w.ttft)
         worst.append((error, rec["tag"], phases))
     worst.sort(key=lambda x: -abs(x[0]))
-    out = {
-        "level": spec["name"], "targets": len(names), "nominal_streams": spec["streams"],
-        "window_seconds": round(window, 3), "probes": sum(outcomes.values()), "paired": len(errors),
+    window = t1 - t0
+    return {
+        "probes": sum(outcomes.values()), "paired": len(errors),
         "unpaired": unpaired, "failed_or_incomplete": failed, "outcomes": dict(outcomes),
         "ttfb_error": summary_ms(errors),
         "ttfb_minus_known_delay": summary_ms(known),
+        "origin_late": summary_ms(late),  # headers written - received - the known delay: the origin's own lateness
         "mean_open_streams": round(open_seconds / window, 1) if window > 0 else None,
-        "blackbox_core_share": round((bb1 - bb0) / window, 3),
-        "blackbox_peak_rss_mb": None if hwm is None else round(hwm / 1024, 1),
-        "simulator_core_share": round((sim1 - sim0) / window, 3),
         "worst": [{"tag": tag_, "ttfb_error_ms": round(e * 1000, 3),
                    "phases_ms": {k: round(v * 1000, 3) for k, v in phases.items()}} for e, tag_, phases in worst[:5]],
     }
+
+
+# ---- side by side: the daemon and blackbox_exporter on the same core at the same time ----------------------------
+
+SIM_SATURATED = 0.90  # the simulator's core at least this busy: the simulator, not a monitor, is the limit
+SIM_BEHIND_MS = 50.0  # the origin's own lateness p99 above this: the simulator fell behind its schedule
+
+
+def side_by_side_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict, binary: str) -> dict:
+    """One simulator (truth log on) on its core; the daemon AND blackbox_exporter both on the monitor core, started
+    together, each probing its own set of the level's targets (the daemon's `t0000`.., the exporter's `b0000`..:
+    every request's `tag` says whose it is) over the same window. The simulator serves twice the level's streams."""
+    monitor_core, sim_core = env["cores"]
+    tag = f"side-{spec['name']}"
+    truth_path, config = RUN_DIR / f"truth-{tag}.jsonl", RUN_DIR / f"config-{tag}.yaml"
+    log_path, err_path = RUN_DIR / f"daemon-{tag}.log", RUN_DIR / f"daemon-{tag}.stderr"
+    cap = spec["max_concurrent"]
+    bb_names = [f"b{i:04d}" for i in range(spec["targets"])]
+    say(f"side by side at level {spec['name']}: the daemon and blackbox_exporter on core {monitor_core}, "
+        f"{spec['targets']} targets each every {w.interval:g} s (~{spec['streams']} streams each, "
+        f"~{2 * spec['streams']} from the simulator); warm-up {opts.warmup:g} s, window {opts.window:g} s ...")
+    sim = Simulator(env["sim_python"], sim_core, truth_path, RUN_DIR / f"simulator-{tag}.stderr")
+    daemon = bb = None
+    try:
+        bb = BlackboxProcess(binary, monitor_core, RUN_DIR / f"blackbox-{tag}.stderr")
+        names = write_config(config, spec, w, sim.base_url)
+        targets = blackbox_targets(bb_names, w, sim.base_url)
+        daemon = DaemonProcess(env["daemon_cmd"], monitor_core, config, log_path, err_path)
+        listen = daemon.wait_started(90)
+        t_start = time.time()  # the exporter's first runs spread over the first interval, as the daemon's are
+        w0 = t_start + opts.warmup
+        w1 = w0 + opts.window
+        watched = [c for c in (monitor_core, sim_core) if c is not None]
+        state: dict[str, Any] = {}
+        rss_samples: list[int] = []
+
+        def snapshot() -> tuple:
+            return (time.time(), proc_cpu(daemon.pid), proc_cpu(bb.pid), proc_cpu(sim.proc.pid), time.process_time(),
+                    core_busy(watched))
+
+        async def run() -> list[dict]:
+            async def sample() -> None:
+                await asyncio.sleep(max(0.0, w0 - time.time()))
+                state["start"] = snapshot()
+                while (left := w1 - time.time()) > 0:  # the daemon's RSS now and then (cheap reads of /proc)
+                    await asyncio.sleep(min(1.0, left))
+                    rss_samples.append(proc_status_kb(daemon.pid, "VmRSS") or 0)
+                state["end"] = snapshot()
+
+            sampler = asyncio.ensure_future(sample())
+            records = await drive_blackbox("127.0.0.1", bb.port, targets, t_start, w1, w.interval, timeout=20)
+            await sampler
+            return records
+
+        records = asyncio.run(run())
+        # the daemon's probes of the window finish and are logged (the exporter's have: the driver waited for them,
+        # so a simulator running late lengthens this wait too)
+        sleep_until(max(state["end"][0] + w.stream_seconds + opts.tail, time.time() + 1.0))
+        hwm, bb_hwm = proc_status_kb(daemon.pid, "VmHWM"), proc_status_kb(bb.pid, "VmHWM")
+        alive = daemon.proc.poll() is None
+    finally:
+        status = daemon.stop() if daemon is not None else None
+        if bb is not None:
+            bb.stop()
+        sim.stop()
+    (t0, d0, bb0, sim0, me0, busy0), (t1, d1, bb1, sim1, me1, busy1) = state["start"], state["end"]
+    window = t1 - t0
+    truth = read_truth(truth_path)
+    ours = {
+        "targets": spec["targets"], "max_concurrent": cap or DEFAULT_CAP, "max_concurrent_is_default": cap is None,
+        "listen": listen, "daemon_alive_at_end": alive, "daemon_exit_status": status,
+        "daemon_cpu_seconds": round(d1 - d0, 3), "daemon_core_share": round((d1 - d0) / window, 3),
+        "peak_rss_mb": None if hwm is None else round(hwm / 1024, 1),
+        "rss_mb_at_window_end": round(rss_samples[-1] / 1024, 1) if rss_samples else None,
+        **daemon_figures(spec, w, names, log_path, truth, w0, w1, d1 - d0),
+        "config": str(config.relative_to(ROOT)), "daemon_log": str(log_path.relative_to(ROOT)),
+    }
+    theirs = {
+        "targets": len(bb_names),
+        **blackbox_figures(records, {t: rs for t, rs in truth.items() if t not in set(names)}, w, w0, w1, t0, t1),
+        "blackbox_core_share": round((bb1 - bb0) / window, 3),
+        "blackbox_peak_rss_mb": None if bb_hwm is None else round(bb_hwm / 1024, 1),
+    }
+    mine_p99 = ours["groups"]["all"]["ttft_error"].get("p99_ms")
+    their_p99 = theirs["ttfb_error"].get("p99_ms")
+    out: dict[str, Any] = {
+        "level": spec["name"], "mode": "side by side, same core, same time", "nominal_streams_each": spec["streams"],
+        "targets_each": spec["targets"], "window_seconds": round(window, 3), "warmup_seconds": opts.warmup,
+        "ours": ours, "blackbox": theirs,
+        "blackbox_p99_over_ours": round(their_p99 / mine_p99, 1) if mine_p99 and their_p99 else None,
+        "simulator_core_share": round((sim1 - sim0) / window, 3),
+        "driver_core_share": round((me1 - me0) / window, 3),  # this process drives the exporter, on the sim's core
+        "ttft": w.ttft,
+    }
     if monitor_core is not None:
-        foreign = (busy1[monitor_core] - busy0[monitor_core]) - (bb1 - bb0)
-        out["monitor_core_foreign_share"] = round(max(0.0, foreign) / window, 3)
+        busy = busy1[monitor_core] - busy0[monitor_core]
+        out["monitor_core_busy_share"] = round(busy / window, 3)
+        out["monitor_core_foreign_share"] = round(max(0.0, busy - (d1 - d0) - (bb1 - bb0)) / window, 3)
     if sim_core is not None:
-        foreign = (busy1[sim_core] - busy0[sim_core]) - (sim1 - sim0) - (me1 - me0)
-        out["simulator_core_foreign_share"] = round(max(0.0, foreign) / window, 3)
+        busy = busy1[sim_core] - busy0[sim_core]
+        out["simulator_core_busy_share"] = round(busy / window, 3)
+        out["simulator_core_foreign_share"] = round(max(0.0, busy - (sim1 - sim0) - (me1 - me0)) / window, 3)
+    out["simulator"] = simulator_verdict(out, ours["groups"]["all"]["origin_late"], theirs["origin_late"])
     return out
+
+
+def simulator_verdict(p: dict, ours_late: dict, their_late: dict) -> dict:
+    """Was the one simulator (serving both monitors' streams) the limit of a side-by-side pass?"""
+    busy = p.get("simulator_core_busy_share", p["simulator_core_share"])
+    late = [x for x in (ours_late.get("p99_ms"), their_late.get("p99_ms")) if x is not None]
+    saturated = busy >= SIM_SATURATED
+    behind = bool(late) and max(late) > SIM_BEHIND_MS
+    if saturated:
+        note = (f"the simulator saturated its core ({100 * busy:.0f} % busy: simulator "
+                f"{100 * p['simulator_core_share']:.0f} %, the blackbox driver {100 * p['driver_core_share']:.0f} %) "
+                f"serving 2 x {p['nominal_streams_each']:,} streams: it, not a monitor, was the limit of this level")
+    elif behind:
+        note = (f"the simulator ({100 * busy:.0f} % of its core busy) fell behind its schedule serving "
+                f"2 x {p['nominal_streams_each']:,} streams")
+    else:
+        note = f"the simulator kept up ({100 * busy:.0f} % of its core busy)"
+    if late:
+        note += (f"; the origin's own lateness (first token / headers written - received - {p['ttft']:g} s) p50 "
+                 f"{_f(ours_late.get('p50_ms'))} / {_f(their_late.get('p50_ms'))} ms, p99 "
+                 f"{_f(ours_late.get('p99_ms'))} / {_f(their_late.get('p99_ms'))} ms")
+    if saturated or behind:
+        note += ("; the truth records take that lateness out of both errors, but the load each monitor saw was set "
+                 "by the simulator (fewer events per second than nominal), so this level is not the nominal one")
+    return {"saturated": saturated, "behind_schedule": behind, "core_busy_share": busy, "note": note}
 
 
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -862,9 +1047,10 @@ def machine() -> dict:
 # ---- results -------------------------------------------------------------------------------------------------------
 
 
-def evaluate(levels: list[dict], blackbox: list[dict]) -> dict:
+def evaluate(levels: list[dict], blackbox: list[dict], side: list[dict]) -> dict:
     by = {lv["level"]: lv for lv in levels}
     bb = {b["level"]: b for b in blackbox}
+    sbs = (next((p for p in side if p["level"] == "200"), None) or {})
 
     def p99(level: str, group: str = "all") -> float | None:
         return (((by.get(level) or {}).get("groups") or {}).get(group) or {}).get("ttft_error", {}).get("p99_ms")
@@ -875,7 +1061,8 @@ def evaluate(levels: list[dict], blackbox: list[dict]) -> dict:
         "ttft_error_p99_ms_at_200": ours_200,
         "ttft_error_p99_ms_at_1000": p99("1000"),
         "flood_healthy_ttft_error_p99_ms": p99(flood["level"], "healthy") if flood else None,
-        "blackbox_p99_over_ours_at_200": round(theirs_200 / ours_200, 1) if ours_200 and theirs_200 else None,
+        # the issue's "in the same run": both monitors on the same core at the same time (the side-by-side pass)
+        "blackbox_p99_over_ours_at_200": sbs.get("blackbox_p99_over_ours"),
         "cpu_us_per_event_at_200": (by.get("200") or {}).get("cpu_us_per_event"),
         "peak_rss_mb_at_1000": (by.get("1000") or {}).get("peak_rss_mb"),
     }
@@ -884,6 +1071,15 @@ def evaluate(levels: list[dict], blackbox: list[dict]) -> dict:
         value = figures[key]
         met = None if value is None else (value <= limit if op == "<=" else value >= limit)
         out[key] = {"value": value, "target": f"{op} {limit:g}", "met": met}
+    out["blackbox_p99_over_ours_at_200"].update(
+        {"pass": "side by side, same core, same time",
+         "ours_ttft_error_p99_ms": ((sbs.get("ours") or {}).get("groups", {}).get("all") or {}).get("ttft_error",
+                                                                                                  {}).get("p99_ms"),
+         "blackbox_ttfb_error_p99_ms": (sbs.get("blackbox") or {}).get("ttfb_error", {}).get("p99_ms")})
+    out["blackbox_p99_over_ours_at_200_alone"] = {  # information only: not the target's figure
+        "value": round(theirs_200 / ours_200, 1) if ours_200 and theirs_200 else None, "target": None, "met": None,
+        "pass": "alone: blackbox_exporter in a pass of its own, over the daemon's own pass at 200 streams",
+        "ours_ttft_error_p99_ms": ours_200, "blackbox_ttfb_error_p99_ms": theirs_200}
     return out
 
 
@@ -954,8 +1150,10 @@ def table(results: dict) -> str:
             lines.append(f"  {lv['level']}: " + "; ".join(notes))
     if results["blackbox"]:
         lines.append("")
+        lines.append("blackbox_exporter ALONE (a pass of its own, the daemon not running; ours p99: the daemon's "
+                     "own pass at that level)")
         rows = [("blackbox level", "targets", "open", "probes", "paired", "TTFB err p50/p99/max ms",
-                 "ours p99 ms", "blackbox/ours", "bb core %", "bb RSS MB", "foreign %")]
+                 "ours p99 ms", "blackbox/ours", "bb core %", "bb RSS MB", "sim %", "foreign %")]
         ours = {lv["level"]: lv["groups"].get("all", {}).get("ttft_error", {}).get("p99_ms")
                 for lv in results["levels"]}
         for b in results["blackbox"]:
@@ -965,6 +1163,7 @@ def table(results: dict) -> str:
                          _triple(b["ttfb_error"]), _f(mine),
                          _f(round(theirs / mine, 1) if mine and theirs else None, 1),
                          _f(100 * b["blackbox_core_share"], 0), _f(b["blackbox_peak_rss_mb"], 0),
+                         _f(100 * b.get("simulator_core_busy_share", b["simulator_core_share"]), 0),
                          "/".join(_f(100 * b.get(k, 0.0), 0) for k in ("monitor_core_foreign_share",
                                                                         "simulator_core_foreign_share"))))
         lines += _grid(rows)
@@ -975,6 +1174,55 @@ def table(results: dict) -> str:
     elif results.get("blackbox_skipped"):
         lines.append("")
         lines.append(f"blackbox_exporter: skipped ({results['blackbox_skipped']})")
+    if results["side_by_side"]:
+        lines.append("")
+        lines.append("SIDE BY SIDE, SAME CORE, SAME TIME: the daemon and blackbox_exporter both on the monitor core, "
+                     "each with the level's targets, one simulator serving both")
+        rows = [("level", "targets each", "ours open", "ours probes/paired", "ours TTFT err p50/p99/max ms", "lag",
+                 "bb open", "bb probes/paired", "bb TTFB err p50/p99/max ms", "blackbox/ours",
+                 "core % ours/bb", "sim %", "foreign %")]
+        for p in results["side_by_side"]:
+            ours, theirs = p["ours"], p["blackbox"]
+            g = ours["groups"]["all"]
+            rows.append((p["level"], p["targets_each"], _f(ours["mean_open_streams"], 0),
+                         f"{g['probes']}/{g['paired']}", _triple(g["ttft_error"]), g["event_loop_lag"],
+                         _f(theirs["mean_open_streams"], 0), f"{theirs['probes']}/{theirs['paired']}",
+                         _triple(theirs["ttfb_error"]), _f(p["blackbox_p99_over_ours"], 1),
+                         f"{_f(100 * ours['daemon_core_share'], 0)}/{_f(100 * theirs['blackbox_core_share'], 0)}",
+                         _f(100 * p.get("simulator_core_busy_share", p["simulator_core_share"]), 0),
+                         "/".join(_f(100 * p.get(k, 0.0), 0) for k in ("monitor_core_foreign_share",
+                                                                        "simulator_core_foreign_share"))))
+        lines += _grid(rows)
+        lines.append("blackbox/ours: blackbox's TTFB error p99 over our TTFT error p99, both from this pass; core %: "
+                     "each process's share of the monitor core; sim %: the simulator's core busy (the simulator "
+                     "and the blackbox driver)")
+        for p in results["side_by_side"]:
+            ours, theirs = p["ours"], p["blackbox"]
+            g = ours["groups"]["all"]
+            notes = [p["simulator"]["note"] if not p["simulator"]["saturated"] else
+                     "SIMULATOR SATURATED: " + p["simulator"]["note"]]
+            notes.append(f"blackbox TTFB - {p['ttft']:g} s (the issue's literal definition) p50/p99/max "
+                         f"{_triple(theirs['ttfb_minus_known_delay'])} ms")
+            if not ours["max_concurrent_is_default"]:
+                notes.append(f"the daemon's scheduler.max_concurrent raised to {ours['max_concurrent']}")
+            if g["unpaired"] or g["no_ttft"]:
+                notes.append(f"ours: {g['unpaired']} unpaired, {g['no_ttft']} without a TTFT")
+            if {k: v for k, v in g["outcomes"].items() if k != "completed/ok"}:
+                notes.append(f"our outcomes: {g['outcomes']}")
+            if ours["skipped_runs_in_window"]:
+                notes.append(f"{ours['skipped_runs_in_window']} of our runs skipped in the window")
+            if ours["simulator_requests_without_result"]:
+                notes.append(f"{ours['simulator_requests_without_result']} of our requests the simulator got in the "
+                             "window have no result")
+            if theirs["failed_or_incomplete"] or theirs["unpaired"]:
+                notes.append(f"blackbox: {theirs['failed_or_incomplete']} failed, {theirs['unpaired']} unpaired: "
+                             f"{theirs['outcomes']}")
+            if not ours["daemon_alive_at_end"]:
+                notes.append("THE DAEMON DIED")
+            lines.append(f"  {p['level']}: " + "; ".join(notes))
+    elif results.get("side_by_side_skipped"):
+        lines.append("")
+        lines.append(f"side by side: skipped ({results['side_by_side_skipped']})")
     return "\n".join(lines)
 
 
@@ -985,6 +1233,9 @@ def main(argv: list[str] | None = None) -> int:
                                          "(default 50,200,500,1000,cap,flood; quick 200,1000,flood)")
     parser.add_argument("--blackbox-levels", help="stream counts for blackbox_exporter (default 50,200,500,1000; "
                                                   "quick 200; '' for none)")
+    parser.add_argument("--side-by-side-levels", help="stream counts at which the daemon and blackbox_exporter run "
+                                                      "at the same time on the same core (default 200,1000; quick "
+                                                      "200; '' for none)")
     parser.add_argument("--window", type=float, help="steady window per pass, seconds (default 30; quick 10)")
     parser.add_argument("--warmup", type=float, help="seconds from the daemon's start to the window (default 10; "
                                                      "quick 6): every target has started a run by then")
@@ -1020,6 +1271,10 @@ def main(argv: list[str] | None = None) -> int:
                                                      is None else opts.blackbox_levels).split(",") if x.strip()]
     if any(b["kind"] != "streams" for b in bb_levels):
         raise SystemExit("--blackbox-levels: stream counts only")
+    sbs_levels = [level_spec(x.strip(), w) for x in (("200" if quick else "200,1000") if opts.side_by_side_levels
+                                                      is None else opts.side_by_side_levels).split(",") if x.strip()]
+    if any(b["kind"] != "streams" for b in sbs_levels):
+        raise SystemExit("--side-by-side-levels: stream counts only")
 
     available = sorted(os.sched_getaffinity(0))
     monitor_core, sim_core = (int(c) for c in opts.cores.split(","))
@@ -1058,7 +1313,7 @@ def main(argv: list[str] | None = None) -> int:
                          "targets and their interval", "server.listen 127.0.0.1:0 (loopback)",
                          f"scheduler.jitter {w.jitter:g}s" if w.jitter != DEFAULT_JITTER else None,
                          "scheduler.max_concurrent where the level needs more than 50") if x]},
-        "levels": [], "blackbox": [],
+        "levels": [], "blackbox": [], "side_by_side": [],
     }
     say(f"measuring {' '.join(env['daemon_cmd'])} (sse-monitor {installed.get('sse-monitor')}, Python "
         f"{installed['python']}, {'uvloop' if installed['uvloop'] else 'asyncio event loop (no uvloop installed)'})"
@@ -1085,7 +1340,21 @@ def main(argv: list[str] | None = None) -> int:
             except (RuntimeError, OSError) as exc:
                 say(f"  blackbox level {spec['name']} failed: {exc}")
                 results.setdefault("failures", []).append({"level": f"blackbox {spec['name']}", "error": str(exc)})
-    results["targets"] = evaluate(results["levels"], results["blackbox"])
+    if not sbs_levels:
+        results["side_by_side_skipped"] = "no --side-by-side-levels"
+    elif binary is None:
+        results["side_by_side_skipped"] = "prometheus-blackbox-exporter is not installed"
+        say(f"side by side: skipped: {results['side_by_side_skipped']}")
+    else:
+        results.setdefault("blackbox_version", blackbox_version(binary))
+        for spec in sbs_levels:
+            try:
+                results["side_by_side"].append(side_by_side_pass(spec, w, opts, env, binary))
+            except (RuntimeError, OSError) as exc:
+                say(f"  side-by-side level {spec['name']} failed: {exc}")
+                results.setdefault("failures", []).append({"level": f"side by side {spec['name']}",
+                                                           "error": str(exc)})
+    results["targets"] = evaluate(results["levels"], results["blackbox"], results["side_by_side"])
     results["seconds"] = round(time.monotonic() - started, 1)
     Path(opts.out).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -1102,10 +1371,17 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     for key, v in results["targets"].items():
+        if v["target"] is None:
+            print(f"  {key:40s} {_f(v['value']):>8s}  (information: {v['pass']})")
+            continue
         state = "n/a" if v["met"] is None else "met" if v["met"] else "MISSED"
-        print(f"  {key:34s} {_f(v['value']):>8s}  (target {v['target']})  {state}")
-    noisy = [lv["level"] for lv in results["levels"] + results["blackbox"]
-             if max(lv.get("monitor_core_foreign_share", 0.0), lv.get("simulator_core_foreign_share", 0.0)) > 0.10]
+        where = f"  [{v['pass']}]" if v.get("pass") else ""
+        print(f"  {key:40s} {_f(v['value']):>8s}  (target {v['target']})  {state}{where}")
+    passes = ([(lv["level"], lv) for lv in results["levels"]]
+              + [(f"blackbox alone {b['level']}", b) for b in results["blackbox"]]
+              + [(f"side by side {p['level']}", p) for p in results["side_by_side"]])
+    noisy = [label for label, x in passes
+             if max(x.get("monitor_core_foreign_share", 0.0), x.get("simulator_core_foreign_share", 0.0)) > 0.10]
     if noisy:
         print(f"\nwarning: other processes used more than 10 % of a core during: {', '.join(noisy)}; those figures "
               "measure the neighbours too")

@@ -120,7 +120,7 @@ def test_minimal_target_gets_every_default():
     assert target.expect.min_duration is None and target.expect.min_events is None
     # a bare target probes exactly like a bare ProbeSpec
     assert target.to_spec() == ProbeSpec(url="https://api.example.com/v1/chat/completions")
-    assert cfg.scheduler.max_concurrent == 50 and cfg.scheduler.jitter == 5.0
+    assert cfg.scheduler.max_concurrent == 400 and cfg.scheduler.jitter == 5.0
     assert cfg.server.listen == "0.0.0.0:9108" and cfg.server.external_url is None
     am = cfg.alertmanager
     assert (am.urls, am.resend_interval, am.timeout, am.fire_after, am.resolve_after) == ([], 60.0, 10.0, 1, 1)
@@ -263,7 +263,7 @@ def test_env_can_replace_the_target_list():
 
 def test_environ_argument_replaces_os_environ(monkeypatch):
     monkeypatch.setenv("SSE_MONITOR_SCHEDULER__MAX_CONCURRENT", "7")
-    assert load_config(VALID / "minimal.yaml", {}).scheduler.max_concurrent == 50
+    assert load_config(VALID / "minimal.yaml", {}).scheduler.max_concurrent == 400
     assert load_config(VALID / "minimal.yaml").scheduler.max_concurrent == 7  # default: os.environ
 
 
