@@ -1118,10 +1118,10 @@ def table(results: dict) -> str:
                                                                 "simulator_core_foreign_share")),
             ))
     lines = _grid(rows)
-    lines.append("cap: scheduler.max_concurrent (* raised from the default 50 so that the level's streams can be open "
+    lines.append(f"cap: scheduler.max_concurrent (* raised from the default {DEFAULT_CAP} so that the level's streams can be open "
                  "at once); open: mean streams open in the window; lag: probes flagged event_loop_lag; user clk: "
-                 "results with clock=user; req->origin: started_at to the simulator's receipt (connect, request, the "
-                 "origin's accept); foreign %: other processes' CPU on the monitor/simulator core")
+                 "results with clock=user; req->origin: started_at (the request's send) to the simulator's kernel receipt "
+                 "of it; foreign %: other processes' CPU on the monitor/simulator core")
     for lv in results["levels"]:
         notes = []
         if not lv["max_concurrent_is_default"]:

@@ -69,7 +69,10 @@ WARNINGS_HELP = (
     "- **compressed_stream**: `Content-Encoding` on the event stream: gzip holds events back (`gzip off`).\n"
     "- **content_length_on_stream**: a streamed response carried `Content-Length`.\n"
     "- **content_type_not_event_stream**: the response was not `text/event-stream`.\n"
-    "- **event_loop_lag**: sse-monitor itself was late while the probe ran; its timings are discounted."
+    "- **event_loop_lag**: the first token arrived while nothing in sse-monitor could read (kernel clock), or its "
+    "event loop was late while the probe ran (user clock): its TTFT is discounted.\n"
+    "- **stream_throttled**: the stream kept sse-monitor busy; its reading was paused (TCP back-pressure) so the "
+    "other targets' timings stay exact."
 )
 
 
@@ -472,9 +475,10 @@ def event_loop_lag() -> timeseries.Panel:
     metric = "sse_monitor_event_loop_lag_seconds"
     panel = graph(
         "Event-loop lag",
-        "How late the daemon's event loop woke up for its timers. Every probe's timings come from that loop: "
-        f"a probe that ran while it was more than {LAG_BOUND_SECONDS * 1000:g} ms late (dashed line) is flagged "
-        "(warning event_loop_lag, lagged runs) and its TTFT alert discounted.",
+        "How late the daemon's event loop woke up for its timers. On the kernel clock (Linux) arrivals keep the "
+        "kernel's receive stamps and a late loop does not move them; a probe timed on the user clock while the loop "
+        f"was more than {LAG_BOUND_SECONDS * 1000:g} ms late (dashed line) is flagged (warning event_loop_lag, "
+        "lagged runs) and its TTFT alert discounted.",
         "s",
         query(quantile(0.5, metric, J, by="instance, le"), "{{instance}} p50", "A"),
         query(quantile(0.99, metric, J, by="instance, le"), "{{instance}} p99", "B"),
@@ -502,12 +506,15 @@ def in_flight() -> timeseries.Panel:
 
 def skipped_and_lagged(selector: str) -> timeseries.Panel:
     return bars(
-        "Skipped and lagged runs",
+        "Skipped, lagged, waiting and user-clock runs",
         "Skipped: a run was due while the previous run of the target was still streaming (stream longer than the "
-        "interval). Lagged: the run's timings are untrustworthy because the daemon's event loop was late. "
-        "No data means none.",
+        "interval). Lagged: the run's TTFT is untrustworthy because the daemon could not read in time. Waited: the "
+        "run waited for a slot under scheduler.max_concurrent. User clock: the run was timed without kernel "
+        "receive timestamps. No data means none.",
         query(f"sum by (target) (increase(sse_monitor_skipped_runs_total{{{selector}}}[$__rate_interval])) > 0", "{{target}} skipped", "A"),
         query(f"sum by (target) (increase(sse_monitor_lagged_probes_total{{{selector}}}[$__rate_interval])) > 0", "{{target}} lagged", "B"),
+        query(f"sum by (target) (increase(sse_monitor_probe_waits_total{{{selector}}}[$__rate_interval])) > 0", "{{target}} waited", "C"),
+        query(f"sum by (target) (increase(sse_monitor_probes_user_clock_total{{{selector}}}[$__rate_interval])) > 0", "{{target}} user clock", "D"),
     ).height(8).span(8)
 
 
