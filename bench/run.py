@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from process import core_busy as _core_busy  # bench/ is this script's first sys.path entry
+from process import proc_cpu as _proc_cpu
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"  # scratch: configs and per-pass JSON (git-ignored)
@@ -93,23 +96,6 @@ def _priority_allowed(nice: int) -> bool:
             probe.wait()
     except OSError:
         return False
-
-
-def _core_busy(cores: list[int]) -> dict[int, float]:
-    """Busy seconds of each core since boot, from /proc/stat (everything but idle and iowait)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name = line.split(" ", 1)[0]
-        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
-            fields = [int(x) for x in line.split()[1:]]
-            out[int(name[3:])] = (sum(fields[:8]) - fields[3] - fields[4]) / tick
-    return out
-
-
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Simulator:
