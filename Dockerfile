@@ -6,10 +6,17 @@
 #     -v "$PWD/my-config:/etc/sse-monitor:ro" -e OPENAI_API_KEY sse-monitor
 #
 # The configuration is not in the image: mount a directory holding config.yaml at /etc/sse-monitor (mount the
-# directory rather than the file, so an edited file is seen by `POST /-/reload` or `docker kill -s HUP`).
-# Secrets come from the environment (${VAR} in the file). Check a file first:
+# directory rather than the file, so an edited file is seen by `docker kill -s HUP`, or by `POST /-/reload` when
+# the daemon runs with --web.enable-lifecycle). Secrets come from the environment (${VAR} in the file). Check a
+# file first:
 #   docker run --rm -v "$PWD/my-config:/etc/sse-monitor:ro" sse-monitor check-config /etc/sse-monitor/config.yaml
-# The HEALTHCHECK asks port 9108: if server.listen moves the port, override the health check too.
+# TLS and basic auth for every endpoint (README, "Securing the endpoints"): put web-config.yml (exporter-toolkit
+# format) and its certificates in the same directory and append the options to the command:
+#   docker run ... sse-monitor run --config /etc/sse-monitor/config.yaml \
+#     --web.config.file /etc/sse-monitor/web-config.yml --web.enable-lifecycle
+# The HEALTHCHECK asks port 9108: if server.listen moves the port, override the health check too. It needs no
+# credentials: over TLS (client certificate required or not) and behind basic auth (a 401 is an answer) it still
+# tells a live daemon from a dead one (monitor/healthcheck.py).
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -36,6 +43,6 @@ USER 10001:10001
 EXPOSE 9108
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://localhost:9108/-/healthy', timeout=4)"]
+  CMD ["python", "-m", "monitor.healthcheck", "http://localhost:9108/-/healthy"]
 ENTRYPOINT ["sse-monitor"]
 CMD ["run", "--config", "/etc/sse-monitor/config.yaml"]

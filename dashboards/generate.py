@@ -17,6 +17,7 @@ from pathlib import Path
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import (
+    bargauge,
     heatmap,
     prometheus,
     stat,
@@ -53,6 +54,11 @@ TAG = "sse-monitor"
 TTFT_SLO_P95 = 1.5
 TTFT_ALERT = DEFAULT_TTFT_THRESHOLD
 HEARTBEAT_SHARE = 0.5
+# The SLOs' burn-rate alerts (config/prometheus/rules/sse-monitor-slo.rules.yml): page above 14.4 times the budget
+# rate over 1 h (and 5 m), ticket above 6 over 6 h (and 30 m). The objectives themselves are not repeated here: the
+# panels read them from the rules' series sse:slo_objective:ratio / sse:slo_error_budget:ratio.
+FAST_BURN = 14.4
+SLOW_BURN = 6
 # Probes run once per interval (60 s by default): a window holding fewer than a handful of runs is noise.
 QUANTILE_MIN_INTERVAL = "5m"
 
@@ -367,6 +373,53 @@ def targets_table() -> table.Panel:
     return panel.height(8).span(24)
 
 
+def burn_rate(window: str, selector: str) -> str:
+    """How many times faster than the objective allows each target spends its error budgets (1 = in exactly 30 days)."""
+    return f"(1 - target:sse_probe_sli:ratio_{window}{{{selector}}}) / on (slo) group_left () sse:slo_error_budget:ratio"
+
+
+def error_budget_left() -> bargauge.Panel:
+    expr = f"1 - {burn_rate('rate30d', T)}"
+    return (
+        bargauge.Panel()
+        .title("Error budget left (30 days)")
+        .description(
+            "Per target and SLO, the share of the 30-day error budget not yet spent: 100 % = no probe missed the "
+            "objective, 0 % = exactly as many misses as the objective allows, below 0 = the objective is missed. "
+            "ttft: probes with a first token within 1.5 s; completed: probes that completed. The objectives and "
+            "the recorded SLIs come from the Prometheus rules (sse-monitor-slo.rules.yml, sse:slo_objective:ratio); "
+            "no data means those rules are not loaded. Prometheus keeps 15 days by default: with less data, this "
+            "is the budget over what is kept."
+        )
+        .datasource(DS)
+        .with_target(query(expr, "{{target}} {{slo}}", instant=True))
+        .unit("percentunit")
+        .decimals(1)
+        .min(0)
+        .max(1)
+        .thresholds(steps((None, "red"), (0, "orange"), (0.25, "green")))
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .orientation(cm.VizOrientation.HORIZONTAL)
+        .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
+        .height(8)
+        .span(8)
+    )
+
+
+def burn_rates() -> timeseries.Panel:
+    panel = graph(
+        "Error budget burn rate (1 h)",
+        "Per target and SLO: the share of probes that missed the objective over the last hour, divided by the "
+        f"share the objective allows. 1 spends the budget in exactly 30 days. Dashed: {SLOW_BURN:g} (yellow; the "
+        f"ticket fires above it over 6 h and 30 m) and {FAST_BURN:g} (red; the page fires above it over 1 h and 5 m). "
+        "A gap: no probe in the window, or for ttft, no probe that got a token.",
+        "suffix:×",
+        query(burn_rate("rate1h", T), "{{target}} {{slo}}"),
+    )
+    panel = with_threshold_lines(panel, (None, "green"), (SLOW_BURN, "yellow"), (FAST_BURN, "red"))
+    return panel.min(0).legend(legend("mean", "max", "lastNotNull")).data_links([drill_down_link()]).height(8).span(16)
+
+
 def ttft_quantiles_overview() -> timeseries.Panel:
     queries = [
         query(quantile(q, "sse_probe_ttft_seconds", T, by="target, le"), f"{{{{target}}}} p{int(q * 100)}", ref)
@@ -544,6 +597,9 @@ def overview() -> db.Dashboard:
         .with_variable(target_variable(multi=True))
         .with_variable(job_variable())
         .with_panel(targets_table())
+        .with_row(db.Row("SLOs and error budgets"))
+        .with_panel(error_budget_left())
+        .with_panel(burn_rates())
         .with_row(db.Row("Time to first token"))
         .with_panel(ttft_quantiles_overview())
         .with_panel(share_over_alert())

@@ -152,15 +152,34 @@ def _load(path: str, environ=None):
         raise SystemExit(EXIT_USAGE) from None
 
 
+def _load_web_config(path: str | None):
+    """--web.config.file, validated with every file it names before anything starts; exit 2 with every problem."""
+    if path is None:
+        return None
+    from .webconfig import WebConfigError, load_web_config
+
+    try:
+        return load_web_config(path)
+    except WebConfigError as exc:
+        for message in exc.messages:
+            print(message, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _web_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"web_config": _load_web_config(args.web_config_file), "enable_lifecycle": args.web_enable_lifecycle}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon, tune_gc
     from .logs import configure_logging
 
     config = _load(args.config)
+    web = _web_options(args)
     configure_logging(args.log_format, args.log_level)
 
     async def main() -> None:
-        daemon = Daemon(config, listen=args.listen)
+        daemon = Daemon(config, listen=args.listen, **web)
         tune_gc()
         await daemon.run(handle_signals=True)
 
@@ -176,13 +195,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .logs import configure_logging
     from .simulator import RunningSimulator
 
+    web = _web_options(args)
     configure_logging(args.log_format, args.log_level)
 
     async def main() -> None:
         async with RunningSimulator() as sim:
             environ = {**os.environ, "DEMO_ORIGIN": sim.base_url}
             with as_file(files("monitor") / "demo.yaml") as path:
-                daemon = Daemon(_load(str(path), environ), listen=args.listen, environ=environ)
+                daemon = Daemon(_load(str(path), environ), listen=args.listen, environ=environ, **web)
 
                 def announce() -> None:
                     print(
@@ -204,7 +224,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .config import check_config
 
-    return check_config(args.config)
+    status = check_config(args.config)
+    if args.web_config_file is not None:
+        web = _load_web_config(args.web_config_file)
+        parts = (["TLS"] if web.tls else []) + ([f"basic auth ({len(web.users)} users)"] if web.users else [])
+        print(f"{args.web_config_file}: OK, {' and '.join(parts) or 'no TLS, no authentication'}")
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,14 +268,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: console on a terminal, JSON lines otherwise")
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
 
+    def web_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                       help="TLS and basic auth for every endpoint, in the exporter-toolkit's format "
+                            "(tls_server_config, basic_auth_users)")
+        p.add_argument("--web.enable-lifecycle", dest="web_enable_lifecycle", action="store_true",
+                       help="answer POST /-/reload (SIGHUP always reloads)")
+
     p = sub.add_parser("run", help="run the monitoring daemon: scheduled probes, /metrics, alerts")
     p.add_argument("--config", required=True, metavar="FILE")
     p.add_argument("--listen", metavar="HOST:PORT", help="where /metrics is served (default: server.listen, 0.0.0.0:9108)")
+    web_options(p)
     logging_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run the simulator and the daemon with built-in targets: real numbers, no config")
     p.add_argument("--listen", default="127.0.0.1:9108", metavar="HOST:PORT")
+    web_options(p)
     logging_options(p)
     p.set_defaults(func=cmd_demo)
 
@@ -261,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("config", metavar="FILE")
+    p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE", help="validate this web config too")
     p.set_defaults(func=cmd_check_config)
     return parser
 

@@ -22,6 +22,7 @@ error: it may hold an API key.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import json
 import math
@@ -33,6 +34,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any
 
 import yaml
@@ -103,6 +105,7 @@ DEFAULT_DIALECT = "openai-chat"
 # take ~35 % of the core and ~70 MB, ~630 saturate it. 400 leaves headroom for scrapes and faster streams; the cap
 # bounds CPU and memory, never timing precision (kernel stamps), and runs that wait for it are counted.
 DEFAULT_MAX_CONCURRENT = 400
+DEFAULT_MAX_CONCURRENT_PROBES = 50  # /probe runs at once: Prometheus scrapes them on its own schedule
 DEFAULT_JITTER = 5.0
 DEFAULT_LISTEN = "0.0.0.0:9108"
 DEFAULT_RESEND_INTERVAL = 60.0
@@ -549,6 +552,80 @@ Labels = Annotated[dict[LabelName, LabelValue], BeforeValidator(_v_mapping("a ma
 EventTypes = Annotated[list[EventType], BeforeValidator(_v_list("a list of event types"))]
 Urls = Annotated[list[Url], BeforeValidator(_v_list("a list of http or https URLs"))]
 Body = Annotated[dict[str, Any] | str | None, BeforeValidator(_v_body)]
+ModuleName = Annotated[str, BeforeValidator(_v_name)]
+OptionalModuleName = Annotated[str | None, BeforeValidator(_optional(_v_name))]
+AllowedTarget = Annotated[str, BeforeValidator(lambda value: _v_allowed_target(value))]
+AllowedTargets = Annotated[
+    list[AllowedTarget], BeforeValidator(_v_list("a list of URL prefixes or regular expressions starting with ^"))
+]
+
+
+# ---- where /probe may go --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _TargetRule:
+    """One `allowed_targets` entry: a regular expression (starting with ^) that the whole URL must match, or a URL
+    prefix compared part by part — the same scheme, host and port, and a path under the prefix's path — so that
+    `https://api.example.com` never admits `https://api.example.com.evil.net/` or `https://x@evil.net/`."""
+
+    pattern: re.Pattern[str] | None = None
+    scheme: str = ""
+    host: str = ""
+    port: int | None = None
+    path: str = ""
+
+    def allows(self, url: str) -> bool:
+        if self.pattern is not None:
+            return self.pattern.fullmatch(url) is not None
+        parts = _url_parts(url)
+        if parts is None or parts[:3] != (self.scheme, self.host, self.port):
+            return False
+        path = parts[3]
+        return path == self.path or path.startswith(self.path if self.path.endswith("/") else self.path + "/")
+
+
+def _url_parts(url: str) -> tuple[str, str, int | None, str] | None:
+    try:
+        split = urlsplit(url)
+        port = split.port or {"http": 80, "https": 443}.get(split.scheme.lower())
+    except ValueError:
+        return None
+    if split.scheme.lower() not in ("http", "https") or not split.hostname or split.username or split.password:
+        return None
+    return split.scheme.lower(), split.hostname.lower(), port, split.path or "/"
+
+
+def is_probe_url(url: str) -> bool:
+    """Whether /probe can take this as a target: http or https, a host, no user info."""
+    return _url_parts(url) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _target_rules(entries: tuple[str, ...]) -> tuple[_TargetRule, ...]:
+    rules = []
+    for entry in entries:
+        if entry.startswith("^"):
+            rules.append(_TargetRule(pattern=re.compile(entry)))
+        else:
+            scheme, host, port, path = _url_parts(entry)  # validated by _v_allowed_target
+            rules.append(_TargetRule(scheme=scheme, host=host, port=port, path=path))
+    return tuple(rules)
+
+
+def _v_allowed_target(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("^"):
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"expected a regular expression, got {_describe(value)} ({err})") from None
+        return value
+    if not isinstance(value, str) or _url_parts(value) is None:
+        raise ValueError(
+            f"expected an http or https URL prefix without user info, or a regular expression starting with ^, "
+            f"got {_describe(value)}"
+        )
+    return value
 
 
 # ---- the schema -----------------------------------------------------------------------------------------------------
@@ -594,13 +671,10 @@ _INHERITED = (
 _INHERITED_EXPECT = ("ttft_threshold", "min_duration", "min_events")
 
 
-class TargetConfig(_Section):
-    """One monitored endpoint. After `load_config` every field is final (defaults applied, ${VAR} expanded)."""
+class _ProbeSettings(_Section):
+    """How to probe and what a healthy stream looks like: what a target and a module (a template) both carry."""
 
-    name: TargetName = Field(description="unique; the Prometheus `target` label")
-    url: Url = Field(description="http or https URL; ${VAR} expanded")
     dialect: Dialect = DEFAULT_DIALECT
-    interval: Duration = DEFAULT_INTERVAL
     timeout: Duration = DEFAULT_TIMEOUT
     idle_timeout: Duration = DEFAULT_IDLE_TIMEOUT
     proxy_idle_timeout: Duration = DEFAULT_PROXY_IDLE_TIMEOUT
@@ -611,7 +685,6 @@ class TargetConfig(_Section):
     body: Body = None
     expect: ExpectConfig = Field(default_factory=ExpectConfig)
     verify_tls: Flag = True
-    labels: Labels = Field(default_factory=dict, description="extra labels on this target's alerts")
     heartbeat_events: EventTypes = Field(default_factory=list, description="generic dialect only")
     terminal_event: OptionalEventType = Field(None, description="generic dialect only")
     terminal_data: OptionalEventData = Field(None, description="generic dialect only")
@@ -629,10 +702,10 @@ class TargetConfig(_Section):
             return self.body.encode("utf-8")
         return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
-    def to_spec(self, trace: bool = False) -> ProbeSpec:
+    def to_spec(self, trace: bool = False, url: str | None = None) -> ProbeSpec:
         """The probe's input: everything the probe needs, once defaults are applied (see `inherit`)."""
         return ProbeSpec(
-            url=self.url,
+            url=url or self.url,
             dialect=self.dialect,
             prompt=self.prompt,
             model=self.model,
@@ -655,21 +728,65 @@ class TargetConfig(_Section):
             trace=trace,
         )
 
-    def inherit(self, defaults: DefaultsConfig) -> TargetConfig:
-        """This target with every field it did not set taken from `defaults` (headers and labels merged)."""
+    def inherit(self, defaults: DefaultsConfig) -> Any:
+        """These settings with every field not set here taken from `defaults` (headers merged)."""
         own = self.model_fields_set
-        update: dict[str, Any] = {key: getattr(defaults, key) for key in _INHERITED if key not in own}
-        own_headers = {name.lower() for name in self.headers}
-        update["headers"] = {
-            **{k: v for k, v in defaults.headers.items() if k.lower() not in own_headers},
-            **self.headers,
+        update: dict[str, Any] = {
+            key: getattr(defaults, key) for key in _INHERITED if key not in own and key in type(self).model_fields
         }
-        update["labels"] = {**defaults.labels, **self.labels}
+        update["headers"] = _merge_headers(defaults.headers, self.headers)
+        if "labels" in type(self).model_fields:
+            update["labels"] = {**defaults.labels, **self.labels}
         own_expect = self.expect.model_fields_set if "expect" in own else set()
         update["expect"] = self.expect.model_copy(
             update={key: getattr(defaults, key) for key in _INHERITED_EXPECT if key not in own_expect}
         )
         return self.model_copy(update=update)
+
+    def set_from(self, template: _ProbeSettings) -> Any:
+        """These settings with every probe setting not set here taken from a module's (then still open to
+        `defaults` for what neither sets)."""
+        own = self.model_fields_set
+        given = template.model_fields_set
+        update: dict[str, Any] = {key: getattr(template, key) for key in _ProbeSettings.model_fields
+                                  if key in given and key not in own and key not in ("headers", "expect")}
+        update["headers"] = _merge_headers(template.headers, self.headers)
+        if "expect" in given:
+            own_expect = self.expect.model_fields_set if "expect" in own else set()
+            update["expect"] = self.expect.model_copy(update={
+                key: getattr(template.expect, key) for key in template.expect.model_fields_set if key not in own_expect
+            })
+        return self.model_copy(update=update)  # what it took counts as set: `defaults` will not replace it
+
+
+def _merge_headers(under: Mapping[str, str], over: Mapping[str, str]) -> dict[str, str]:
+    """Header mappings merged case-insensitively, `over` winning."""
+    names = {name.lower() for name in over}
+    return {**{k: v for k, v in under.items() if k.lower() not in names}, **over}
+
+
+class ModuleConfig(_ProbeSettings):
+    """A named probe template: what `/probe?module=NAME` runs, and what targets with `module: NAME` start from."""
+
+    allowed_targets: AllowedTargets = Field(
+        default_factory=list,
+        description="URL prefixes, or regular expressions starting with ^, that /probe may reach with this module",
+    )
+
+    def allows(self, url: str) -> bool:
+        """Whether /probe may send this module's request (and headers) to `url`."""
+        return any(rule.allows(url) for rule in _target_rules(tuple(self.allowed_targets)))
+
+
+class TargetConfig(_ProbeSettings):
+    """One monitored endpoint. After `load_config` every field is final (module and defaults applied, ${VAR}
+    expanded)."""
+
+    name: TargetName = Field(description="unique; the Prometheus `target` label")
+    url: Url = Field(description="http or https URL; ${VAR} expanded")
+    module: OptionalModuleName = Field(None, description="a module whose settings this target starts from")
+    interval: Duration = DEFAULT_INTERVAL
+    labels: Labels = Field(default_factory=dict, description="extra labels on this target's alerts")
 
 
 class SchedulerConfig(_Section):
@@ -680,6 +797,9 @@ class SchedulerConfig(_Section):
 class ServerConfig(_Section):
     listen: Listen = Field(DEFAULT_LISTEN, description="HOST:PORT of the /metrics server; [::]:9108 for IPv6")
     external_url: OptionalUrl = Field(None, description="base URL of this monitor for links (alert generatorURL)")
+    max_concurrent_probes: PositiveInt = Field(
+        DEFAULT_MAX_CONCURRENT_PROBES, description="/probe requests running at once; more are answered 503"
+    )
 
     @property
     def host(self) -> str:
@@ -709,6 +829,7 @@ class MonitorConfig(_Section):
     """
 
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
+    modules: dict[ModuleName, ModuleConfig] = Field(default_factory=dict)
     targets: list[TargetConfig] = Field(default_factory=list)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -1065,6 +1186,13 @@ _REQUIRED = {
 }
 
 
+def _keys_in_order(model: type[BaseModel]) -> list[str]:
+    """A section's keys as a reader expects them: the section's own first (a target's name and url), then those it
+    shares with others (the probe settings)."""
+    own = [key for key in model.__annotations__ if key in model.model_fields]
+    return own + [key for key in model.model_fields if key not in own]
+
+
 def _problem_from_pydantic(error: Mapping[str, Any]) -> _Problem:
     loc: Loc = tuple(part for part in error["loc"] if part != "[key]")
     kind = error["type"]
@@ -1077,7 +1205,7 @@ def _problem_from_pydantic(error: Mapping[str, Any]) -> _Problem:
         return _Problem(loc, f"{expected} (this field is required)")
     if kind == "extra_forbidden":
         model = _strip_type(_type_at(loc[:-1]))
-        known = list(model.model_fields) if _is_model(model) else []
+        known = _keys_in_order(model) if _is_model(model) else []
         key = str(loc[-1])
         close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -1191,6 +1319,24 @@ def _budget_problems(target: Mapping[str, Any] | None, loc: Loc, defaults: Mappi
     )
 
 
+def _written_in(raw: Mapping[str, Any], key: Loc) -> bool:
+    holder: Any = raw
+    for part in key:
+        if not isinstance(holder, Mapping) or part not in holder:
+            return False
+        holder = holder[part]
+    return True
+
+
+def _with_module(target: Mapping[str, Any], module: Mapping[str, Any]) -> dict[str, Any]:
+    """A target's raw settings over its module's, for the rules that span fields."""
+    merged = {k: v for k, v in module.items() if k != "allowed_targets"}
+    merged.update(target)
+    if isinstance(module.get("expect"), Mapping) and isinstance(target.get("expect"), Mapping):
+        merged["expect"] = {**module["expect"], **target["expect"]}
+    return merged
+
+
 def _cross_field_problems(data: Mapping[str, Any]) -> list[_Problem]:
     """Rules that span fields, checked on the raw merged data so they are reported along with field errors."""
     problems: list[_Problem] = []
@@ -1242,12 +1388,27 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[_Problem]:
 
     problems += _timeout_problems(None, (), defaults)
     problems += _budget_problems(None, (), defaults)
+    modules = data.get("modules")
+    modules = modules if isinstance(modules, Mapping) else {}
+    checked: list[tuple[Loc, Mapping[str, Any]]] = []
+    for name, module in modules.items():
+        if isinstance(module, Mapping):
+            checked.append((("modules", name), module))
     for i, target in enumerate(targets):
         if not isinstance(target, Mapping):
             continue
-        loc = ("targets", i)
-        problems += _timeout_problems(target, loc, defaults)
-        problems += _budget_problems(target, loc, defaults)
+        module_name = target.get("module")
+        if module_name is not None and isinstance(module_name, str) and module_name not in modules:
+            known = ", ".join(map(str, modules)) or "none are configured"
+            problems.append(_Problem(("targets", i, "module"), f"expected the name of a module ({known}), got "
+                                                                f"{module_name!r}"))
+        module = modules.get(module_name) if isinstance(module_name, str) else None
+        checked.append((("targets", i), _with_module(target, module) if isinstance(module, Mapping) else target))
+    for loc, target in checked:
+        raw = targets[loc[1]] if loc[0] == "targets" else target
+        # over a module, report only what this target writes itself: the module's own conflicts are its own
+        problems += [problem for problem in _timeout_problems(target, loc, defaults) + _budget_problems(target, loc, defaults)
+                     if _written_in(raw, problem.loc[len(loc):])]
         dialect = _setting(target, loc, defaults, "dialect", _v_dialect, DEFAULT_DIALECT)
         if dialect and dialect.value != GENERIC_DIALECT:
             for key in GENERIC_ONLY_FIELDS:
@@ -1289,7 +1450,11 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     if problems:
         raise ConfigError(_messages(display, problems, document, overrides))
     assert config is not None
-    resolved = config.model_copy(update={"targets": [t.inherit(config.defaults) for t in config.targets]})
+    modules = {name: module.inherit(config.defaults) for name, module in config.modules.items()}
+    targets = [
+        (t.set_from(config.modules[t.module]) if t.module else t).inherit(config.defaults) for t in config.targets
+    ]
+    resolved = config.model_copy(update={"targets": targets, "modules": modules})
     resolved._source = Path(display)
     return resolved
 

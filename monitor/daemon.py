@@ -16,9 +16,11 @@ from .alerting import AlertmanagerPusher
 from .config import ConfigError, MonitorConfig, TargetConfig, load_config
 from .metrics import Metrics
 from .probe import run_probe
+from .probe_endpoint import ProbeEndpoint
 from .result import ALERT_TTFT_HIGH, CLOCK_KERNEL, WARNING_EVENT_LOOP_LAG, ProbeResult, ProbeSpec
 from .scheduler import ProbeScheduler
 from .serving import AppServer, split_listen
+from .webconfig import WebConfig
 
 log = structlog.get_logger("sse_monitor")
 
@@ -80,8 +82,12 @@ class Daemon:
         metrics: Metrics | None = None,
         listen: str | None = None,
         environ: Mapping[str, str] | None = None,
+        web_config: WebConfig | None = None,
+        enable_lifecycle: bool = False,
     ) -> None:
         self.config = config
+        self.web_config = web_config  # TLS and basic auth for every endpoint (--web.config.file)
+        self.enable_lifecycle = enable_lifecycle  # POST /-/reload answers only with --web.enable-lifecycle
         self.environ = environ  # what ${VAR} expands from on reload (None: the process environment)
         self.metrics = metrics or Metrics()
         self.listen = listen or config.server.listen
@@ -95,6 +101,11 @@ class Daemon:
         self.result_listeners.append(self.alerting.observe)
         self.metrics.alerts_firing.set_function(lambda: len(self.alerting.firing()))
         self.server: AppServer | None = None
+        self.probe_endpoint = ProbeEndpoint(
+            lambda: self.config.modules,
+            lambda module, result: self.metrics.probe_requests.labels(module, result).inc(),
+            config.server.max_concurrent_probes,
+        )
         self._semaphore = asyncio.Semaphore(config.scheduler.max_concurrent)
         self._in_flight: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
@@ -157,6 +168,7 @@ class Daemon:
         if config.scheduler.max_concurrent != self.config.scheduler.max_concurrent:
             self._semaphore = asyncio.Semaphore(config.scheduler.max_concurrent)
         self.scheduler.jitter = config.scheduler.jitter
+        self.probe_endpoint.max_concurrent = config.server.max_concurrent_probes
         self.alerting.reconfigure(config.alertmanager)
         self.targets = new
         self.config = config
@@ -252,11 +264,17 @@ class Daemon:
         self._stop.set()
 
     async def run(self, *, handle_signals: bool = False, on_ready: Callable[[], None] | None = None) -> None:
-        """Serve until request_stop() (or SIGTERM/SIGINT with handle_signals); SIGHUP reloads."""
+        """Serve until request_stop() (or SIGTERM/SIGINT with handle_signals); SIGHUP always reloads (HTTP reload
+        needs enable_lifecycle)."""
         from .web import create_app
 
         host, port = split_listen(self.listen)
-        self.server = AppServer(create_app(self), host, port)
+        app = create_app(self)
+        ssl_context = None
+        if self.web_config is not None:
+            app = self.web_config.wrap(app)  # the whole app: every route, present and future, is behind it
+            ssl_context = self.web_config.ssl_context()
+        self.server = AppServer(app, host, port, ssl_context=ssl_context)
         await self.server.start()
         loop = asyncio.get_running_loop()
         if handle_signals:

@@ -66,6 +66,7 @@ class Metrics:
         self.reload_time = Gauge("sse_monitor_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully.", registry=registry)
         self.targets = Gauge("sse_monitor_targets", "Configured targets.", registry=registry)
         self.in_flight = Gauge("sse_monitor_probes_in_flight", "Probes running now.", registry=registry)
+        self.probe_requests = Counter("sse_monitor_probe_requests", "/probe requests by module and how they ended: success, failure (the probe ran; the stream raised an alert condition), denied (403), bad_request (400), overloaded (503).", ("module", "result"), registry=registry)
         self.alertmanager_sends = Counter("sse_monitor_alertmanager_sends", "Pushes to Alertmanager by result.", ("alertmanager", "result"), registry=registry)
         self.alerts_firing = Gauge("sse_monitor_alerts_firing", "Alerts the daemon pushes as firing now.", registry=registry)
         Info("sse_monitor_build", "sse-monitor build information.", registry=registry).info({"version": __version__})

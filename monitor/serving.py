@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 
@@ -19,16 +20,24 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 class AppServer(uvicorn.Server):
-    """uvicorn for one app. Signals are left to the caller unless `handle_signals` (then SIGINT/SIGTERM stop it)."""
+    """uvicorn for one app. Signals are left to the caller unless `handle_signals` (then SIGINT/SIGTERM stop it).
+    With `ssl_context` the socket speaks TLS only (monitor.webconfig builds the context)."""
 
-    def __init__(self, app, host: str, port: int, *, handle_signals: bool = False) -> None:
+    def __init__(self, app, host: str, port: int, *, handle_signals: bool = False,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        if ssl_context is not None:
+            # the context as built, whatever this uvicorn's own TLS options are: serve() uses config.ssl once loaded
+            config.load()
+            config.ssl = ssl_context
         super().__init__(config)
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.socket = socket.create_server((host, port), family=family, backlog=2048, dualstack_ipv6=False)
         self.port = self.socket.getsockname()[1]
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
-        self.base_url = f"http://[{shown}]:{self.port}" if ":" in shown and not shown.startswith("[") else f"http://{shown}:{self.port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.base_url = (f"{scheme}://[{shown}]:{self.port}" if ":" in shown and not shown.startswith("[")
+                         else f"{scheme}://{shown}:{self.port}")
         self.handle_signals = handle_signals
         self._task: asyncio.Task[None] | None = None
 

@@ -1,4 +1,5 @@
-"""The daemon's HTTP endpoints: /metrics, /-/healthy, /-/ready, /-/reload, and a landing page per target."""
+"""The daemon's HTTP endpoints: /metrics, /-/healthy, /-/ready, /-/reload (with --web.enable-lifecycle), and a landing
+page per target. TLS and basic auth (--web.config.file) wrap the whole app: see monitor/webconfig.py."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def create_app(daemon: Daemon) -> Starlette:
         return PlainTextResponse("Not ready\n", status_code=503)
 
     async def reload(request: Request) -> Response:
+        if not daemon.enable_lifecycle:  # as Prometheus answers without --web.enable-lifecycle; SIGHUP still reloads
+            return PlainTextResponse("Lifecycle API is not enabled.\n", status_code=403)
         errors = daemon.reload()
         if errors:
             return PlainTextResponse("failed to reload config:\n" + "\n".join(errors) + "\n", status_code=400)
@@ -98,6 +101,7 @@ def create_app(daemon: Daemon) -> Starlette:
             Route("/targets/{name}", target_page),
             Route("/api/v1/targets", targets_json),
             Route("/metrics", metrics),
+            Route("/probe", daemon.probe_endpoint.handle),
             Route("/-/healthy", healthy),
             Route("/-/ready", ready),
             Route("/-/reload", reload, methods=["POST", "PUT"]),

@@ -84,3 +84,28 @@ def simulator() -> Iterator[str]:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def make_pki(where: Path) -> dict[str, Path]:
+    """Real certificates made with openssl, for the daemon's own TLS (--web.config.file): a self-signed server
+    certificate for 127.0.0.1 and localhost (as tests/test_probe_network.py's fixture makes one), a client CA with a
+    client certificate it signed, and a second CA with a client certificate nobody trusts."""
+    openssl = require_binary("openssl")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=where)
+
+    files = {name: where / name for name in (
+        "server.crt", "server.key", "ca.crt", "ca.key", "client.crt", "client.key",
+        "rogue-ca.crt", "rogue-ca.key", "rogue-client.crt", "rogue-client.key")}
+    run("req", "-x509", *ec, "-keyout", "server.key", "-out", "server.crt", "-days", "2", "-subj", "/CN=localhost",
+        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    (where / "client.ext").write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    for ca, client in (("ca", "client"), ("rogue-ca", "rogue-client")):
+        run("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN={ca}",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        run("req", "-new", *ec, "-keyout", f"{client}.key", "-out", f"{client}.csr", "-subj", f"/CN={client}")
+        run("x509", "-req", "-in", f"{client}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{client}.crt", "-days", "2", "-extfile", "client.ext")
+    return files

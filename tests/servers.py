@@ -43,29 +43,41 @@ def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 class DaemonProcess:
-    """`sse-monitor run --config FILE` as users start it; logs (JSON lines) kept in a file."""
+    """`sse-monitor run --config FILE` as users start it; logs (JSON lines) kept in a file.
 
-    def __init__(self, config_text: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+    `args` are more command-line options (`--web.enable-lifecycle` for POST /-/reload, `--web.config.file FILE`);
+    `scheme` is https when the web config turns TLS on; `client` holds httpx options (auth=, verify=, cert=) for every
+    request this object makes to the daemon."""
+
+    def __init__(self, config_text: str, workdir: Path, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] | list[str] = (), scheme: str = "http", client: dict[str, Any] | None = None) -> None:
         self.workdir = workdir
         self.config_path = workdir / "config.yaml"
         self.config_path.write_text(config_text)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.client = dict(client or {})
         self.log_path = workdir / "daemon.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "run", "--config", str(self.config_path),
-             "--listen", f"127.0.0.1:{self.port}", "--log-format", "json"],
+             "--listen", f"127.0.0.1:{self.port}", "--log-format", "json", *args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})},
         )
         try:
-            wait_until(lambda: httpx.get(self.url + "/-/ready", timeout=1).status_code == 200, 20, "the daemon to be ready")
+            wait_until(lambda: self.get("/-/ready", timeout=1).status_code == 200, 20, "the daemon to be ready")
         except AssertionError:
             self.stop()
             raise AssertionError("daemon did not start:\n" + self.logs())
 
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(self.url + path, **{"timeout": 5, **self.client, **kw})
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.post(self.url + path, **{"timeout": 10, **self.client, **kw})
+
     def metrics_text(self) -> str:
-        return httpx.get(self.url + "/metrics", timeout=5).text
+        return self.get("/metrics").text
 
     def metrics(self) -> dict[tuple[str, frozenset], float]:
         return parse_metrics(self.metrics_text())
@@ -92,7 +104,8 @@ class DaemonProcess:
         return events
 
     def reload_via_http(self) -> httpx.Response:
-        return httpx.post(self.url + "/-/reload", timeout=10)
+        """POST /-/reload: answered only when the daemon runs with --web.enable-lifecycle (403 otherwise)."""
+        return self.post("/-/reload")
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

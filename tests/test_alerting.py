@@ -205,7 +205,8 @@ def alert_stack(simulator, tmp_path):
     daemons = []
 
     def daemon(slow_query: str, cut_query: str) -> DaemonProcess:
-        d = DaemonProcess(daemon_config(simulator, am.url, slow_query, cut_query), tmp_path)
+        d = DaemonProcess(daemon_config(simulator, am.url, slow_query, cut_query), tmp_path,
+                          args=["--web.enable-lifecycle"])
         daemons.append(d)
         return d
 

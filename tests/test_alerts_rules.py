@@ -85,7 +85,8 @@ def stack(simulator: str, tmp_path: Path) -> Iterator[Stack]:
             tmp_path,
         )
         closers.append(alertmanager.close)
-        daemon = DaemonProcess(daemon_config(simulator, "ttft=3&tokens=3&rate=50"), tmp_path)
+        daemon = DaemonProcess(daemon_config(simulator, "ttft=3&tokens=3&rate=50"), tmp_path,
+                               args=["--web.enable-lifecycle"])
         started = time.monotonic()
         closers.append(daemon.stop)
         (tmp_path / "sse-monitor.rules.yml").write_text(rules_for_test())
@@ -184,6 +185,7 @@ def push(alertmanager: ServerProcess, *alerts: dict[str, str]) -> None:
 
 
 def test_shipped_alertmanager_config_pages_criticals_tickets_warnings_and_a_failed_probe_mutes_its_ttft_page(tmp_path):
+    """Criticals page, warnings ticket; a per-probe page mutes its target's TTFT page or SLO fast-burn page."""
     pager, ticket = RecordingServer(), RecordingServer()
     alertmanager = start_alertmanager(shipped_alertmanager_config(pager.url, ticket.url), tmp_path)
     try:
@@ -195,8 +197,18 @@ def test_shipped_alertmanager_config_pages_criticals_tickets_warnings_and_a_fail
              {"alertname": "SSEProbeStale", "severity": "warning", "target": "a", "instance": "m:9108"})
         wait_until(lambda: pager.first("SSEProbeTTFTHigh", "firing", target="b"), 15, "the other target's TTFT page")
         wait_until(lambda: ticket.first("SSEProbeStale", "firing", target="a"), 15, "the warning's ticket")
+        # the SLO fast-burn pages (per target, no instance): muted where a per-probe page for the target fires
+        push(alertmanager,
+             {"alertname": "SSEProbeTTFTBudgetFastBurn", "severity": "critical", "target": "b", "slo": "ttft"},
+             {"alertname": "SSEProbeCompletionBudgetFastBurn", "severity": "critical", "target": "a", "slo": "completed"},
+             {"alertname": "SSEProbeTTFTBudgetFastBurn", "severity": "critical", "target": "c", "slo": "ttft"},
+             {"alertname": "SSEProbeTTFTBudgetSlowBurn", "severity": "warning", "target": "b", "slo": "ttft"})
+        wait_until(lambda: pager.first("SSEProbeTTFTBudgetFastBurn", "firing", target="c"), 15, "a budget page of its own")
+        wait_until(lambda: ticket.first("SSEProbeTTFTBudgetSlowBurn", "firing", target="b"), 15, "the slow burn's ticket")
         time.sleep(2.5)  # two more group intervals: target a's TTFT alert would have been flushed by now
         assert not pager.alerts("SSEProbeTTFTHigh", target="a"), "inhibited by SSEProbeFailed of the same target"
+        assert not pager.alerts("SSEProbeTTFTBudgetFastBurn", target="b"), "inhibited by SSEProbeTTFTHigh of target b"
+        assert not pager.alerts("SSEProbeCompletionBudgetFastBurn", target="a"), "inhibited by SSEProbeFailed of target a"
         assert not ticket.alerts(severity="critical") and not pager.alerts(severity="warning")
     finally:
         alertmanager.close()

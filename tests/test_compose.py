@@ -92,3 +92,23 @@ def test_grafana_is_provisioned_with_the_generated_dashboards_and_the_prometheus
     assert urlsplit(datasource["datasources"][0]["url"]).hostname in SERVICES
     home = SERVICES["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (ROOT / "dashboards" / Path(home).name).is_file()
+
+
+def test_the_daemon_runs_the_mounted_config_with_http_reload_on_and_shows_how_to_add_a_web_config():
+    from monitor.cli import build_parser
+
+    command = SERVICES["sse-monitor"]["command"]
+    args = build_parser().parse_args(command)
+    assert args.func.__name__ == "cmd_run"
+    assert args.config in mounts("sse-monitor")  # the file it reads is the one mounted
+    assert args.web_enable_lifecycle, "POST /-/reload is refused without --web.enable-lifecycle"
+    # the commented variant: a web config in a mounted directory, the same options plus --web.config.file
+    text = (ROOT / "docker-compose.yml").read_text()
+    service = text[text.index("  sse-monitor:"):text.index("  simulator:")]
+    commented = re.search(r"# (command: \[.*?\])", service.replace("\n    #           ", " "), re.S)
+    variant = yaml.safe_load(commented.group(1))["command"]
+    web = build_parser().parse_args(variant)
+    assert web.web_enable_lifecycle and web.config == args.config
+    volume = re.search(r"# - (\./[^:]+):(/etc/sse-monitor/web):ro", service)
+    assert volume and web.web_config_file.startswith(volume.group(2) + "/")
+    assert (ROOT / "config/web-config.example.yml").is_file()

@@ -65,9 +65,19 @@ def test_example_loads_with_its_variables_set():
     assert cfg.source == EXAMPLE
     names = [t.name for t in cfg.targets]
     assert names == [
-        "openai-slow", "openai-responses", "claude", "gemini-flash", "internal-gateway", "events-feed", "raw-body"
+        "openai-via-module", "openai-slow", "openai-responses", "claude", "gemini-flash", "internal-gateway", "events-feed", "raw-body"
     ]
     assert {t.dialect for t in cfg.targets} == set(DIALECTS)
+    via = cfg.target("openai-via-module")  # the module's settings, then defaults
+    assert (via.model, via.timeout, via.interval, via.expect.ttft_threshold) == ("gpt-4o-mini", 120.0, 60.0, 2.0)
+    assert via.headers == {"User-Agent": "sse-monitor/0.1", "Authorization": "Bearer sk-openai"}
+    module = cfg.modules["openai-chat"]
+    assert module.allows("https://api.openai.com/v1/chat/completions")
+    assert module.allows("https://llm-eu-1.internal.example.com/v1/chat/completions")
+    assert not module.allows("https://api.openai.com.evil.example/v1/chat/completions")
+    assert not module.allows("https://api.openai.com@evil.example/v1/")
+    assert not module.allows("http://api.openai.com/v1/chat/completions")  # another scheme
+    assert not module.allows("https://api.openai.com/v10/x")  # the path must be under the prefix's
     openai = cfg.target("openai-slow")
     assert openai.headers["Authorization"] == "Bearer sk-openai"
     assert openai.headers["User-Agent"] == "sse-monitor/0.1"  # from defaults
@@ -90,6 +100,7 @@ def test_example_sets_every_option():
     for section in ("defaults", "scheduler", "server", "alertmanager"):
         model = MonitorConfig.model_fields[section].annotation
         assert set(raw[section]) == set(model.model_fields), section
+    assert "allowed_targets" in set().union(*(m.keys() for m in raw["modules"].values()))
     used = set().union(*(t.keys() for t in raw["targets"]))
     assert used == set(TargetConfig.model_fields)
     expect = set().union(*(t.get("expect", {}).keys() for t in raw["targets"]))
@@ -660,7 +671,7 @@ targets:
 def test_check_config_ok(capsys):
     assert check_config(EXAMPLE, EXAMPLE_ENV) == 0
     out, err = capsys.readouterr()
-    assert out == f"{EXAMPLE}: OK, 7 targets\n"
+    assert out == f"{EXAMPLE}: OK, 8 targets\n"
     assert err == ""
 
 

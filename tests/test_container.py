@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import dockerfile
 import pytest
 
-from conftest import ROOT, free_port, wait_for_port
+from conftest import ROOT, free_port, make_pki, wait_for_port
 from monitor.config import DEFAULT_LISTEN
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -216,3 +216,37 @@ def test_the_documented_run_line_mounts_the_config_directory(commands):
     config_dir = str(PurePosixPath(final(commands, "CMD").value[-1]).parent)
     header = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith("#")]
     assert any(f":{config_dir}:ro" in line for line in header), f"no documented mount of {config_dir}"
+
+
+def test_healthcheck_needs_no_credentials_when_the_web_config_turns_on_tls_client_certs_and_basic_auth(commands, tmp_path):
+    """With --web.config.file the endpoints want TLS, a client certificate and a password; the image's health check
+    has none of them and must still tell a live daemon from a dead one."""
+    import bcrypt
+
+    pki = make_pki(tmp_path)
+    (tmp_path / "config.yaml").write_text("targets:\n  - name: unreachable\n    url: http://127.0.0.1:9/\n    interval: 1h\n")
+    users = f"basic_auth_users:\n  prometheus: '{bcrypt.hashpw(b'pw', bcrypt.gensalt(4)).decode()}'\n"
+    tls = (f"tls_server_config:\n  cert_file: {pki['server.crt']}\n  key_file: {pki['server.key']}\n"
+           f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki['ca.crt']}\n")
+    argv = healthcheck_argv(commands)
+    for name, web in (("auth", users), ("tls", tls), ("both", tls + users)):
+        (tmp_path / f"{name}.yml").write_text(web)
+        cmd = list(final(commands, "CMD").value)
+        cmd[cmd.index("--config") + 1] = str(tmp_path / "config.yaml")
+        port = free_port()
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", *cmd, "--listen", f"127.0.0.1:{port}",
+             "--web.config.file", str(tmp_path / f"{name}.yml")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        try:
+            wait_for_port(port, proc=daemon)
+            healthy = run_healthcheck(argv, port)
+            assert healthy.returncode == 0, (name, healthy.stdout, healthy.stderr)
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=10) == 0, daemon.stderr.read()
+            assert run_healthcheck(argv, port).returncode != 0, name
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()

@@ -15,6 +15,7 @@ from monitor.scheduler import ProbeScheduler, first_run_offset
 from servers import DaemonProcess, prometheus_query, start_prometheus, wait_until
 
 SECRET = "sk-daemon-secret-0123456789"
+LIFECYCLE = ["--web.enable-lifecycle"]  # POST /-/reload is answered only with it, as in Prometheus
 
 
 def target(name: str, base: str, query: str, interval: str = "1s", dialect: str = "openai-chat", extra: str = "") -> str:
@@ -145,7 +146,7 @@ def test_reload_adds_changes_and_removes_targets_without_disturbing_the_others(s
         target("stays", simulator, "ttft=0.05&tokens=3&rate=50"),
         target("goes", simulator, "ttft=0.05&tokens=3&rate=50"),
         target("changes", simulator, "ttft=0.05&tokens=3&rate=50"),
-    ))
+    ), args=LIFECYCLE)
     wait_until(lambda: all(d.runs(n) >= 1 for n in ("stays", "goes", "changes")), 15, "first runs")
     before = d.runs("stays")
     d.config_path.write_text(config(
@@ -167,7 +168,7 @@ def test_reload_adds_changes_and_removes_targets_without_disturbing_the_others(s
 
 
 def test_reload_of_a_changed_target_keeps_its_last_alert_conditions(simulator, daemon_factory):
-    d = daemon_factory(config(target("slow", simulator, "ttft=1.2&tokens=2&rate=50", interval="2s")))
+    d = daemon_factory(config(target("slow", simulator, "ttft=1.2&tokens=2&rate=50", interval="2s")), args=LIFECYCLE)
     wait_until(lambda: d.sample("sse_probe_alert_condition", target="slow", alertname="SSEProbeTTFTHigh") == 1, 15,
                "the TTFT condition")
     d.config_path.write_text(config(target("slow", simulator, "ttft=1.2&tokens=2&rate=50", interval="2s",
@@ -179,7 +180,7 @@ def test_reload_of_a_changed_target_keeps_its_last_alert_conditions(simulator, d
 
 
 def test_invalid_reload_keeps_the_running_config_and_says_why(simulator, daemon_factory):
-    d = daemon_factory(config(target("keep", simulator, "ttft=0.05&tokens=3&rate=50")))
+    d = daemon_factory(config(target("keep", simulator, "ttft=0.05&tokens=3&rate=50")), args=LIFECYCLE)
     d.config_path.write_text("targets:\n  - name: keep\n    url: not-a-url\n    interval: soon\n")
     response = d.reload_via_http()
     assert response.status_code == 400
@@ -196,6 +197,20 @@ def test_invalid_reload_keeps_the_running_config_and_says_why(simulator, daemon_
     d.signal(signal.SIGHUP)
     wait_until(lambda: d.sample("sse_monitor_targets") == 2, 10, "SIGHUP reload")
     assert d.sample("sse_monitor_config_last_reload_successful") == 1
+
+
+def test_http_reload_is_refused_without_the_lifecycle_flag_and_sighup_still_reloads(simulator, daemon_factory):
+    d = daemon_factory(config(target("one", simulator, "tokens=2", interval="1h")))
+    d.config_path.write_text(config(target("one", simulator, "tokens=2", interval="1h"),
+                                    target("two", simulator, "tokens=2", interval="1h")))
+    for method in ("POST", "PUT"):
+        response = httpx.request(method, d.url + "/-/reload", timeout=10)
+        # what Prometheus answers without --web.enable-lifecycle
+        assert (response.status_code, response.text) == (403, "Lifecycle API is not enabled.\n")
+    assert d.sample("sse_monitor_targets") == 1  # nothing was reloaded
+    assert not [e for e in d.log_events() if e.get("event") == "config_reloaded"]
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: d.sample("sse_monitor_targets") == 2, 10, "SIGHUP reload")
 
 
 def test_sigterm_with_streams_in_flight_exits_0_within_10_s_recording_nothing_invented(simulator, daemon_factory):

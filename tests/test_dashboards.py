@@ -25,6 +25,7 @@ PROVISIONING = ROOT / "config" / "grafana" / "provisioning"
 # series Prometheus makes itself: alert states from rules, and the scrape's own health
 PROMETHEUS_SERIES = {"ALERTS": {"alertname", "alertstate"}, "up": set()}
 TARGET_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
+RULE_FILES = sorted((ROOT / "config" / "prometheus" / "rules").glob("*.rules.yml"))
 
 
 def load_generator():
@@ -99,12 +100,25 @@ def exported() -> dict[str, dict[str, set[str]]]:
     return out
 
 
+@cache
+def recorded() -> dict[str, set[str]]:
+    """Series the shipped recording rules make (the SLOs), each with its label names: its `sum by` and its `labels`."""
+    out: dict[str, set[str]] = {}
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "record" in rule:
+                    by = {label.strip() for m in re.finditer(r"\bby\s*\(([^)]*)\)", rule["expr"]) for label in m.group(1).split(",")}
+                    out.setdefault(rule["record"], set()).update((by - {""}) | set(rule.get("labels", {})))
+    return out
+
+
 def known_series() -> dict[str, set[str]]:
     """Series name -> the label names a query may use on it."""
     ours = {name: set(labels) | TARGET_LABELS for name, labels in exported().items()}
     all_ours = set().union(*ours.values())
     theirs = {name: labels | TARGET_LABELS | (all_ours if name == "ALERTS" else set()) for name, labels in PROMETHEUS_SERIES.items()}
-    return ours | theirs
+    return ours | theirs | recorded()
 
 
 # ---- a small PromQL reader: enough to find metric names, label matchers and groupings ---------------------------
@@ -185,7 +199,7 @@ def test_every_query_reads_only_series_the_daemon_or_prometheus_produces():
         names = metric_names(expr)
         assert names, f"{where}: found no metric in {expr!r}"
         unknown = names - set(known)
-        assert not unknown, f"{where}: {sorted(unknown)} is not exported by monitor/metrics.py: {expr}"
+        assert not unknown, f"{where}: {sorted(unknown)} is not exported by monitor/metrics.py nor recorded by the rules: {expr}"
 
 
 def test_label_matchers_and_groupings_use_labels_the_series_carry():
@@ -241,7 +255,7 @@ def test_target_variable_lists_targets_before_their_first_run():
 
 
 def test_panels_filter_on_the_selected_targets():
-    target_series = {name for name, labels in exported().items() if "target" in labels}
+    target_series = {name for name, labels in (exported() | recorded()).items() if "target" in labels}
     for name, dash in committed().items():
         for where, expr in exprs(dash):
             used = {m for m in metric_names(expr) if m in target_series}
@@ -261,6 +275,23 @@ def test_ttft_graphs_draw_the_slo_and_the_alert_threshold():
     share = next(p for p in panels(overview) if p["title"].startswith("Probes with TTFT over"))
     assert f'le="{DEFAULT_TTFT_THRESHOLD!r}"' in share["targets"][0]["expr"]
     assert share["fieldConfig"]["defaults"]["unit"] == "percentunit"
+
+
+def test_error_budget_panels_read_the_objectives_from_the_slo_rules(generator):
+    overview = committed()["sse-monitor-overview.json"]
+    left = next(p for p in panels(overview) if p["title"] == "Error budget left (30 days)")
+    burn = next(p for p in panels(overview) if p["title"] == "Error budget burn rate (1 h)")
+    for panel, window in ((left, "30d"), (burn, "1h")):
+        (target,) = panel["targets"]
+        assert f'target:sse_probe_sli:ratio_rate{window}{{target=~"$target"}}' in target["expr"]
+        assert "sse:slo_error_budget:ratio" in target["expr"]  # never a number: the objectives live in the rules
+        assert not re.search(r"0\.9[59]|0\.0[15]", target["expr"])
+    assert left["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    assert {s["value"] for s in burn["fieldConfig"]["defaults"]["thresholds"]["steps"]} >= {generator.FAST_BURN, generator.SLOW_BURN}
+    # the lines are the alerts' factors
+    rules = yaml.safe_load((ROOT / "config/prometheus/rules/sse-monitor-slo.rules.yml").read_text())["groups"]
+    factors = {float(f) for g in rules for r in g["rules"] if "alert" in r for f in re.findall(r"> ([\d.]+)\n", r["expr"])}
+    assert factors == {generator.FAST_BURN, generator.SLOW_BURN}
 
 
 def test_longest_silence_is_drawn_against_the_proxy_idle_timeout_and_its_half():

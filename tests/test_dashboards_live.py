@@ -12,7 +12,7 @@ from conftest import ROOT, free_port
 from dashboards.generate import all_queries
 from servers import DaemonProcess, RecordingServer, start_prometheus, wait_until
 
-RULES = ROOT / "config/prometheus/rules/sse-monitor.rules.yml"
+RULE_FILES = sorted((ROOT / "config/prometheus/rules").glob("*.rules.yml"))
 CHAT = "/v1/chat/completions"
 
 # name -> (simulator query, extra target settings): one target for each thing a panel or a rule shows
@@ -41,8 +41,15 @@ def daemon_config(simulator: str, alertmanager: str) -> str:
 
 
 def rule_exprs() -> list[tuple[str, str]]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [(rule["alert"], rule["expr"]) for group in groups for rule in group["rules"]]
+    """(name, expression) of every alerting and recording rule of the shipped rule files."""
+    groups = [group for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]]
+    return [(rule.get("alert") or rule["record"], rule["expr"]) for group in groups for rule in group["rules"]]
+
+
+def rules_for_test(path) -> str:
+    """A shipped rule file as it is, except that a group's own `interval:` (the 30-day SLIs: 5m) becomes the test's 1 s,
+    so that the recorded series the dashboards read exist within the test's minute."""
+    return re.sub(r"^(\s+interval:) \S+$", r"\1 1s", path.read_text(), flags=re.MULTILINE)
 
 
 def query(prom_url: str, expr: str) -> tuple[str | None, list]:
@@ -61,10 +68,11 @@ def empty(prom_url: str, expr: str) -> bool:
 
 def test_every_dashboard_query_and_alert_rule_returns_data_from_the_real_daemon(simulator, tmp_path):
     alertmanager = RecordingServer()
-    daemon = DaemonProcess(daemon_config(simulator, alertmanager.url), tmp_path)
+    daemon = DaemonProcess(daemon_config(simulator, alertmanager.url), tmp_path, args=["--web.enable-lifecycle"])
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
-    (rules_dir / RULES.name).write_text(RULES.read_text())
+    for path in RULE_FILES:
+        (rules_dir / path.name).write_text(rules_for_test(path))
     dead = free_port()  # a second instance of the job that is down: what SSEMonitorDown looks for
     prom = start_prometheus(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
