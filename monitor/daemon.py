@@ -20,6 +20,7 @@ from .probe_endpoint import ProbeEndpoint
 from .result import ALERT_TTFT_HIGH, CLOCK_KERNEL, WARNING_EVENT_LOOP_LAG, ProbeResult, ProbeSpec
 from .scheduler import ProbeScheduler
 from .serving import AppServer, split_listen
+from .web import create_app
 from .webconfig import WebConfig
 
 log = structlog.get_logger("sse_monitor")
@@ -266,8 +267,6 @@ class Daemon:
     async def run(self, *, handle_signals: bool = False, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until request_stop() (or SIGTERM/SIGINT with handle_signals); SIGHUP always reloads (HTTP reload
         needs enable_lifecycle)."""
-        from .web import create_app
-
         host, port = split_listen(self.listen)
         app = create_app(self)
         ssl_context = None

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -16,9 +17,7 @@ from starlette.routing import Route
 
 from .metrics import render
 from .report import summary
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .result import ProbeResult
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -34,7 +33,22 @@ def _ago(timestamp: float) -> str:
     return f"{max(0.0, time.time() - timestamp):.0f} s ago"
 
 
-def create_app(daemon: Daemon) -> Starlette:
+class Monitor(Protocol):
+    """What the web layer needs of the running monitor (the daemon), and nothing more."""
+
+    metrics: Any  # .registry: the CollectorRegistry /metrics renders
+    targets: Mapping[str, Any]  # name -> TargetConfig (.dialect, .interval)
+    last_results: Mapping[str, ProbeResult]
+    probe_endpoint: Any  # .handle(request): the /probe handler
+    enable_lifecycle: bool
+
+    @property
+    def ready(self) -> bool: ...
+
+    def reload(self) -> list[str]: ...
+
+
+def create_app(daemon: Monitor) -> Starlette:
     async def metrics(request: Request) -> Response:
         # rendering is CPU work: off the loop that times the streams
         body = await asyncio.to_thread(render, daemon.metrics.registry)  # generate_latest's bytes, faster
