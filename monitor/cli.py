@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -173,13 +174,21 @@ def _web_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon, tune_gc
     from .logs import configure_logging
+    from .sharding import ALL, parse_shard
 
     config = _load(args.config)
     web = _web_options(args)
+    shard = ALL
+    if args.shard:
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as exc:
+            print(f"--shard: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     configure_logging(args.log_format, args.log_level)
 
     async def main() -> None:
-        daemon = Daemon(config, listen=args.listen, **web)
+        daemon = Daemon(config, listen=args.listen, shard=shard, **web)
         tune_gc()
         await daemon.run(handle_signals=True)
 
@@ -277,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the monitoring daemon: scheduled probes, /metrics, alerts")
     p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--shard", metavar="K/N", default=os.environ.get("SSE_MONITOR_SHARD"),
+                   help="probe only this replica's share of the targets (0 <= K < N; auto/N takes K from the end of "
+                        "the host name, as a StatefulSet names its pods); default: $SSE_MONITOR_SHARD, else all")
     p.add_argument("--listen", metavar="HOST:PORT", help="where /metrics is served (default: server.listen, 0.0.0.0:9108)")
     web_options(p)
     logging_options(p)

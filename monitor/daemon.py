@@ -20,6 +20,7 @@ from .probe_endpoint import ProbeEndpoint
 from .result import ALERT_TTFT_HIGH, CLOCK_KERNEL, WARNING_EVENT_LOOP_LAG, ProbeResult, ProbeSpec
 from .scheduler import ProbeScheduler
 from .serving import AppServer, split_listen
+from .sharding import ALL, Shard
 from .web import create_app
 from .webconfig import WebConfig
 
@@ -85,8 +86,10 @@ class Daemon:
         environ: Mapping[str, str] | None = None,
         web_config: WebConfig | None = None,
         enable_lifecycle: bool = False,
+        shard: Shard = ALL,
     ) -> None:
         self.config = config
+        self.shard = shard  # this replica probes only the targets that rendezvous hashing gives its index
         self.web_config = web_config  # TLS and basic auth for every endpoint (--web.config.file)
         self.enable_lifecycle = enable_lifecycle  # POST /-/reload answers only with --web.enable-lifecycle
         self.environ = environ  # what ${VAR} expands from on reload (None: the process environment)
@@ -147,7 +150,7 @@ class Daemon:
 
     def _apply(self, config: MonitorConfig) -> None:
         """Add, change and remove targets without disturbing the unchanged ones."""
-        new = {t.name: t for t in config.targets}
+        new = {t.name: t for t in config.targets if self.shard.owns(t.name)}
         for name in self.targets.keys() - new.keys():
             self.alerting.forget_target(name)
             self.scheduler.unschedule(name)
@@ -283,7 +286,7 @@ class Daemon:
         self.lag.start()
         await self.alerting.start()
         self.scheduler.start()
-        log.info("started", listen=self.base_url, targets=len(self.targets))
+        log.info("started", listen=self.base_url, targets=len(self.targets), shard=str(self.shard))
         if on_ready is not None:
             on_ready()
         try:

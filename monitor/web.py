@@ -41,6 +41,7 @@ class Monitor(Protocol):
     last_results: Mapping[str, ProbeResult]
     probe_endpoint: Any  # .handle(request): the /probe handler
     enable_lifecycle: bool
+    shard: Any  # str(shard): "K/N", this replica's share of the targets
 
     @property
     def ready(self) -> bool: ...
@@ -87,7 +88,8 @@ def create_app(daemon: Monitor) -> Starlette:
             link = f'<a href="targets/{html.escape(name)}">{html.escape(name)}</a>'
             rows.append(f"<tr><td>{link}</td><td>{html.escape(target.dialect)}</td>{''.join(cells)}</tr>")
         body = (
-            "<h1>sse-monitor</h1><p><a href='metrics'>metrics</a> · <a href='api/v1/targets'>JSON</a></p>"
+            f"<h1>sse-monitor</h1><p>shard {html.escape(str(daemon.shard))} · <a href='metrics'>metrics</a> · "
+            "<a href='api/v1/targets'>JSON</a></p>"
             "<table><tr><th>target</th><th>dialect</th><th>last outcome</th><th>TTFT</th><th>duration</th>"
             f"<th>alerts and warnings</th><th>when</th></tr>{''.join(rows)}</table>"
         )
@@ -107,7 +109,7 @@ def create_app(daemon: Monitor) -> Starlette:
         for name in daemon.targets:
             r = daemon.last_results.get(name)
             out[name] = r.to_dict() if r else None
-        return JSONResponse(out)
+        return JSONResponse(out, headers={"X-SSE-Monitor-Shard": str(daemon.shard)})  # which share of the targets
 
     return Starlette(
         routes=[
