@@ -42,6 +42,8 @@ from typing import Any
 
 import yaml
 
+from .config.errors import _describe
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -78,24 +80,6 @@ class WebConfigError(Exception):
     def __init__(self, messages: Iterable[str]):
         self.messages: list[str] = list(messages)
         super().__init__("\n".join(self.messages))
-
-
-def _describe(value: Any, secret: bool = False) -> str:
-    if value is None:
-        return "an empty value"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        if secret:
-            return "a string that is not one"
-        return repr(value if len(value) <= 80 else value[:77] + "...")
-    if isinstance(value, (int, float)):
-        return "a number" if secret else repr(value)
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__}"
 
 
 @dataclass
@@ -318,7 +302,8 @@ def _users(raw: Any, problem: Callable[[str, str], None]) -> dict[str, bytes]:
             problem(at, "expected a user name without ':' (basic authentication cannot carry one)")
             continue
         if not isinstance(hashed, str):
-            problem(at, f"{BCRYPT_EXPECTED}, got {_describe(hashed, secret=True)}")
+            got = "a string that is not one" if isinstance(hashed, str) else _describe(hashed, secret=True)
+            problem(at, f"{BCRYPT_EXPECTED}, got {got}")
             continue
         match = BCRYPT_RE.fullmatch(hashed)
         if not match:  # never echoed: it may be a password written in clear
