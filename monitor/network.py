@@ -387,7 +387,14 @@ def read_blind_at(moment: float, slack: float = 0.01) -> bool:
     """Whether an arrival stamped at this perf_counter moment may carry a later segment's stamp: it lies in a span in
     which this loop's probe sockets went unread for over BLIND_AFTER (or just after one, before the read came)."""
     reader = _STALL_READERS.get(asyncio.get_running_loop())
-    return reader is not None and any(s <= moment <= e + slack for s, e in reversed(reader.blind))
+    if reader is None:
+        return False
+    for start, end in reversed(reader.blind):  # in the order they ended: stop at the first that ended before
+        if end + slack < moment:
+            return False
+        if start <= moment:
+            return True
+    return False
 
 
 def _wake_all(sockets: list[_Socket]) -> None:
