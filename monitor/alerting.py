@@ -101,8 +101,10 @@ class _Receiver:
 class AlertmanagerPusher:
     """Turns probe results into alerts and pushes them to every configured Alertmanager (never load-balanced)."""
 
-    def __init__(self, config: AlertmanagerConfig, base_url: Callable[[], str], on_send: Callable[[str, bool], None] | None = None) -> None:
+    def __init__(self, config: AlertmanagerConfig, base_url: Callable[[], str], on_send: Callable[[str, bool], None] | None = None,
+                 region: str | None = None) -> None:
         self.config = config
+        self.region = region  # where this monitor probes from: a `region` label on every alert it pushes
         self.base_url = base_url  # the daemon's external URL, for generatorURL
         self.on_send = on_send or (lambda url, ok: None)
         self.states: dict[Key, AlertState] = {}
@@ -176,6 +178,7 @@ class AlertmanagerPusher:
             "alertname": state.alertname,
             "target": target.name,
             "severity": SEVERITY[state.alertname],
+            **({"region": self.region} if self.region else {}),
         }
         state.annotations = {
             "summary": summary,

@@ -93,7 +93,7 @@ class Daemon:
         self.web_config = web_config  # TLS and basic auth for every endpoint (--web.config.file)
         self.enable_lifecycle = enable_lifecycle  # POST /-/reload answers only with --web.enable-lifecycle
         self.environ = environ  # what ${VAR} expands from on reload (None: the process environment)
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(region=config.region)
         self.listen = listen or config.server.listen
         self.targets: dict[str, TargetConfig] = {}
         self.specs: dict[str, ProbeSpec] = {}
@@ -101,7 +101,8 @@ class Daemon:
         self.result_listeners: list[ResultListener] = []
         self.scheduler = ProbeScheduler(self._run_target, self._on_skip, jitter=config.scheduler.jitter)
         self.lag = LoopLagMonitor(self.metrics)
-        self.alerting = AlertmanagerPusher(config.alertmanager, self._external_url, self._count_send)
+        self.alerting = AlertmanagerPusher(config.alertmanager, self._external_url, self._count_send,
+                                           region=self.metrics.region)
         self.result_listeners.append(self.alerting.observe)
         self.metrics.alerts_firing.set_function(lambda: len(self.alerting.firing()))
         self.server: AppServer | None = None
@@ -142,6 +143,9 @@ class Daemon:
             self.metrics.reload_ok.set(0)
             log.error("config_reload_failed", file=str(path), errors=exc.messages)
             return exc.messages
+        if config.region != self.metrics.region:  # label names are fixed for the process's life
+            log.warning("region_unchanged", file=str(path), running=self.metrics.region, configured=config.region,
+                        why="a new region takes effect at the next start")
         self._apply(config)
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(time.time())
@@ -190,7 +194,7 @@ class Daemon:
         try:
             semaphore = self._semaphore  # a reload may replace it: release the one acquired
             if semaphore.locked():  # every slot of scheduler.max_concurrent is taken: this run waits for one
-                self.metrics.probe_waits.labels(name).inc()
+                self.metrics.count(self.metrics.probe_waits, name)
                 await semaphore.acquire()
                 self.metrics.probe_wait.observe(time.perf_counter() - due)
             else:
@@ -227,7 +231,7 @@ class Daemon:
             result.warnings.append(WARNING_EVENT_LOOP_LAG)
         if ALERT_TTFT_HIGH in result.alerts:
             result.alerts.remove(ALERT_TTFT_HIGH)
-        self.metrics.lagged_probes.labels(name).inc()
+        self.metrics.count(self.metrics.lagged_probes, name)
 
     def record(self, name: str, result: ProbeResult) -> None:
         """One finished probe: metrics, the landing page, the log, and every listener (alerting)."""
@@ -259,7 +263,7 @@ class Daemon:
 
     def _on_skip(self, name: str) -> None:
         if name in self.targets:
-            self.metrics.skipped.labels(name).inc()
+            self.metrics.count(self.metrics.skipped, name)
             log.warning("probe_skipped", target=name, why="the previous run is still streaming")
 
     # -- running --------------------------------------------------------------------------------------------------

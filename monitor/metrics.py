@@ -38,20 +38,23 @@ OUTCOME_REASONS = tuple((outcome, reason) for outcome, reasons in REASONS.items(
 class Metrics:
     """The exported series. Each configured target's series exist from the start, at zero."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, region: str | None = None) -> None:
         self.registry = registry = registry if registry is not None else CollectorRegistry()
-        t = ("target",)
+        # with a region, every target's series carries it (fixed for the process: label names cannot change)
+        self.region = region
+        self._r: tuple[str, ...] = (region,) if region else ()
+        t = ("target", "region") if region else ("target",)
         self.ttft = Histogram("sse_probe_ttft_seconds", "Time from request start to the first token event.", t, buckets=TTFT_BUCKETS, registry=registry)
         self.first_byte = Histogram("sse_probe_first_byte_seconds", "Time from request start to the first body byte.", t, buckets=TTFT_BUCKETS, registry=registry)
         self.gap = Histogram("sse_probe_inter_event_gap_seconds", "Gaps between consecutive token events.", t, buckets=GAP_BUCKETS, registry=registry)
         self.duration = Histogram("sse_probe_stream_duration_seconds", "Time from request start to the end of the stream.", t, buckets=DURATION_BUCKETS, registry=registry)
-        self.runs = Counter("sse_probe_runs", "Finished probe runs by outcome and reason.", ("target", "outcome", "reason"), registry=registry)
+        self.runs = Counter("sse_probe_runs", "Finished probe runs by outcome and reason.", (*t, "outcome", "reason"), registry=registry)
         self.success = Gauge("sse_probe_success", "1 if the last finished run raised no alert condition, else 0.", t, registry=registry)
         self.last_run = Gauge("sse_probe_last_run_timestamp_seconds", "When the last run of the target finished (unix time).", t, registry=registry)
         self.last_ttft = Gauge("sse_probe_last_ttft_seconds", "TTFT of the last finished run; NaN when no token came.", t, registry=registry)
         self.max_silence = Gauge("sse_probe_max_silence_seconds", "Longest time without any byte in the last finished run.", t, registry=registry)
-        self.warning = Gauge("sse_probe_warning", "1 if the last finished run raised this warning.", ("target", "warning"), registry=registry)
-        self.alert = Gauge("sse_probe_alert_condition", "1 if the alert condition held for the last finished run.", ("target", "alertname"), registry=registry)
+        self.warning = Gauge("sse_probe_warning", "1 if the last finished run raised this warning.", (*t, "warning"), registry=registry)
+        self.alert = Gauge("sse_probe_alert_condition", "1 if the alert condition held for the last finished run.", (*t, "alertname"), registry=registry)
         self.threshold = Gauge("sse_probe_ttft_threshold_seconds", "The configured TTFT alert threshold.", t, registry=registry)
         self.interval = Gauge("sse_probe_interval_seconds", "The configured probe interval.", t, registry=registry)
         self.proxy_idle = Gauge("sse_probe_proxy_idle_timeout_seconds", "The configured idle timeout of the proxies on the path.", t, registry=registry)
@@ -76,25 +79,25 @@ class Metrics:
     def add_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float) -> None:
         """Create every series of a new target at zero, so rules and dashboards see it before its first run."""
         for histogram in (self.ttft, self.first_byte, self.gap, self.duration):
-            histogram.labels(name)
+            histogram.labels(name, *self._r)
         for outcome, reason in OUTCOME_REASONS:
-            self.runs.labels(name, outcome, reason)
+            self.runs.labels(name, *self._r, outcome, reason)
         for warning in WARNINGS:
-            self.warning.labels(name, warning).set(0)
+            self.warning.labels(name, *self._r, warning).set(0)
         for alertname in ALERTS:
-            self.alert.labels(name, alertname).set(0)
-        self.skipped.labels(name)
-        self.lagged_probes.labels(name)
-        self.probe_waits.labels(name)
-        self.user_clock.labels(name)
+            self.alert.labels(name, *self._r, alertname).set(0)
+        self.skipped.labels(name, *self._r)
+        self.lagged_probes.labels(name, *self._r)
+        self.probe_waits.labels(name, *self._r)
+        self.user_clock.labels(name, *self._r)
         self.configure_target(name, interval, ttft_threshold, proxy_idle_timeout)
         # success, last run, last TTFT and max silence have no honest value before the first run: no series yet
 
     def configure_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float) -> None:
         """The configuration gauges; a changed target keeps its last run's results (a reload never resolves a page)."""
-        self.threshold.labels(name).set(ttft_threshold)
-        self.interval.labels(name).set(interval)
-        self.proxy_idle.labels(name).set(proxy_idle_timeout)
+        self.threshold.labels(name, *self._r).set(ttft_threshold)
+        self.interval.labels(name, *self._r).set(interval)
+        self.proxy_idle.labels(name, *self._r).set(proxy_idle_timeout)
 
     def remove_target(self, name: str) -> None:
 
@@ -102,13 +105,17 @@ class Metrics:
                   self.max_silence, self.threshold, self.interval, self.proxy_idle, self.skipped, self.lagged_probes,
                   self.probe_waits, self.user_clock)
         for metric in single:
-            _remove(metric, name)
+            _remove(metric, name, *self._r)
         for outcome, reason in OUTCOME_REASONS:
-            _remove(self.runs, name, outcome, reason)
+            _remove(self.runs, name, *self._r, outcome, reason)
         for warning in WARNINGS:
-            _remove(self.warning, name, warning)
+            _remove(self.warning, name, *self._r, warning)
         for alertname in ALERTS:
-            _remove(self.alert, name, alertname)
+            _remove(self.alert, name, *self._r, alertname)
+
+    def count(self, counter: Counter, target: str) -> None:
+        """One more on a per-target counter of the daemon's (skipped, lagged, waited)."""
+        counter.labels(target, *self._r).inc()
 
     # -- results --------------------------------------------------------------------------------------------------
 
@@ -116,24 +123,24 @@ class Metrics:
         """Record one finished probe."""
 
         if result.ttft_seconds is not None:
-            self.ttft.labels(target).observe(result.ttft_seconds)
+            self.ttft.labels(target, *self._r).observe(result.ttft_seconds)
         if result.first_byte_seconds is not None:
-            self.first_byte.labels(target).observe(result.first_byte_seconds)
-        gap = self.gap.labels(target)
+            self.first_byte.labels(target, *self._r).observe(result.first_byte_seconds)
+        gap = self.gap.labels(target, *self._r)
         for value in result.token_gaps():
             gap.observe(value)
-        self.duration.labels(target).observe(result.duration_seconds)
-        self.runs.labels(target, result.outcome, result.reason).inc()
+        self.duration.labels(target, *self._r).observe(result.duration_seconds)
+        self.runs.labels(target, *self._r, result.outcome, result.reason).inc()
         if result.clock == CLOCK_USER:
-            self.user_clock.labels(target).inc()
-        self.success.labels(target).set(0 if result.alerts else 1)
-        self.last_run.labels(target).set(result.started_at + result.duration_seconds)
-        self.last_ttft.labels(target).set(math.nan if result.ttft_seconds is None else result.ttft_seconds)
-        self.max_silence.labels(target).set(result.max_silence_seconds or 0.0)
+            self.user_clock.labels(target, *self._r).inc()
+        self.success.labels(target, *self._r).set(0 if result.alerts else 1)
+        self.last_run.labels(target, *self._r).set(result.started_at + result.duration_seconds)
+        self.last_ttft.labels(target, *self._r).set(math.nan if result.ttft_seconds is None else result.ttft_seconds)
+        self.max_silence.labels(target, *self._r).set(result.max_silence_seconds or 0.0)
         for warning in WARNINGS:
-            self.warning.labels(target, warning).set(1 if warning in result.warnings else 0)
+            self.warning.labels(target, *self._r, warning).set(1 if warning in result.warnings else 0)
         for alertname in ALERTS:
-            self.alert.labels(target, alertname).set(1 if alertname in result.alerts else 0)
+            self.alert.labels(target, *self._r, alertname).set(1 if alertname in result.alerts else 0)
 
 
 def _remove(metric, *labels: str) -> None:

@@ -43,7 +43,13 @@ def daemon_config(simulator: str, alertmanager: str) -> str:
 def rule_exprs() -> list[tuple[str, str]]:
     """(name, expression) of every alerting and recording rule of the shipped rule files."""
     groups = [group for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]]
-    return [(rule.get("alert") or rule["record"], rule["expr"]) for group in groups for rule in group["rules"]]
+    return [(rule.get("alert") or rule["record"], rule["expr"]) for group in groups for rule in group["rules"]
+            if rule.get("alert") not in NEEDS_SEVERAL_REGIONS]
+
+
+# one daemon is one region: "fails in some regions but not in most" cannot happen here (promtool tests it with three:
+# tests/prometheus/regions.test.yml)
+NEEDS_SEVERAL_REGIONS = ("SSEProbeFailingInSomeRegions",)
 
 
 def rules_for_test(path) -> str:
@@ -68,7 +74,9 @@ def empty(prom_url: str, expr: str) -> bool:
 
 def test_every_dashboard_query_and_alert_rule_returns_data_from_the_real_daemon(simulator, tmp_path):
     alertmanager = RecordingServer()
-    daemon = DaemonProcess(daemon_config(simulator, alertmanager.url), tmp_path, args=["--web.enable-lifecycle"])
+    # with a region (SSE_MONITOR_REGION), as a multi-region setup runs: every series carries it, the region rules see it
+    daemon = DaemonProcess(daemon_config(simulator, alertmanager.url), tmp_path, args=["--web.enable-lifecycle"],
+                           env={"SSE_MONITOR_REGION": "eu-west"})
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
     for path in RULE_FILES:

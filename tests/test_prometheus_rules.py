@@ -13,6 +13,7 @@ from conftest import ROOT, require_binary
 
 RULES = ROOT / "config/prometheus/rules/sse-monitor.rules.yml"
 SLO_RULES = ROOT / "config/prometheus/rules/sse-monitor-slo.rules.yml"
+REGION_RULES = ROOT / "config/prometheus/rules/sse-monitor-regions.rules.yml"
 RULE_FILES = sorted((ROOT / "config/prometheus/rules").glob("*.rules.yml"))
 PROMETHEUS_CONFIG = ROOT / "config/prometheus/prometheus.yml"
 ALERTMANAGER_CONFIG = ROOT / "config/alertmanager/alertmanager.yml"
@@ -68,8 +69,17 @@ def test_rules_pass_promtool_check_with_every_lint_and_no_warning(path):
     assert "warning" not in check.stdout.lower()
 
 
-def test_the_shipped_rule_files_are_the_two_expected():
-    assert RULE_FILES == sorted([RULES, SLO_RULES])
+def test_the_shipped_rule_files_are_the_three_expected():
+    assert RULE_FILES == sorted([RULES, SLO_RULES, REGION_RULES])
+
+
+def test_the_region_quorum_lives_in_one_place():
+    rules = yaml.safe_load(REGION_RULES.read_text())["groups"][0]["rules"]
+    (quorum,) = [r for r in rules if r.get("record") == "sse:region_quorum:ratio"]
+    assert quorum["expr"] == "vector(0.5)"
+    for rule in rules:
+        assert "0.5" not in rule["expr"] or rule is quorum
+    assert set(alerts(REGION_RULES)) == {"SSEProbeFailingInMostRegions", "SSEProbeFailingInSomeRegions"}
 
 
 def test_promtool_unit_tests_of_the_rules_pass():
@@ -163,9 +173,10 @@ def test_recording_rules_follow_the_level_metric_operations_convention():
     for rule in records():
         assert RECORD_NAME.fullmatch(rule["record"]), rule["record"]
         level = rule["record"].split(":")[0]
-        if level == "target":  # aggregated per target: nothing else may survive
-            assert re.search(r"\bsum by \(target\)", rule["expr"]), rule
-            assert len(re.findall(r"\bby \(", rule["expr"])) == len(re.findall(r"\bby \(target\)", rule["expr"])), rule
+        if level == "target":  # aggregated per target: nothing else may survive (per region first, at most)
+            assert len(re.findall(r"\bby \(", rule["expr"])) == len(
+                re.findall(r"\bby \(target(, region)?\)", rule["expr"])), rule
+            assert re.search(r"\b(sum|count) by \(target\)", rule["expr"]) or "target:" in rule["expr"], rule
         window = re.fullmatch(r".*_rate(\w+)", rule["record"])
         if window:  # the window in the name is the window of every rate in the expression
             assert set(re.findall(r"\[(\w+)\]", rule["expr"])) == {window.group(1)}, rule

@@ -56,6 +56,7 @@ from .values import (
     OptionalEventData,
     OptionalEventType,
     OptionalModuleName,
+    OptionalRegion,
     OptionalPositiveInt,
     OptionalUrl,
     PositiveInt,
@@ -274,6 +275,9 @@ class MonitorConfig(_Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
+    region: OptionalRegion = Field(
+        None, description="where this monitor probes from: a `region` label on every target's series and alert"
+    )
 
     _source: Path | None = PrivateAttr(default=None)
 

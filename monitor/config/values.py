@@ -342,6 +342,7 @@ Urls = Annotated[list[Url], BeforeValidator(_v_list("a list of http or https URL
 Body = Annotated[dict[str, Any] | str | None, BeforeValidator(_v_body)]
 ModuleName = Annotated[str, BeforeValidator(_v_name)]
 OptionalModuleName = Annotated[str | None, BeforeValidator(_optional(_v_name))]
+OptionalRegion = Annotated[str | None, BeforeValidator(_optional(_string_checker("a region name (a label value)")))]
 AllowedTarget = Annotated[str, BeforeValidator(lambda value: _v_allowed_target(value))]
 AllowedTargets = Annotated[
     list[AllowedTarget], BeforeValidator(_v_list("a list of URL prefixes or regular expressions starting with ^"))
