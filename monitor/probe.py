@@ -6,7 +6,7 @@ import asyncio
 import ssl
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpcore  # noqa: F401 - imported here, not lazily inside the first timed request
 import httpx
@@ -247,6 +247,8 @@ class StreamRecorder:
                          f"after {now:.3f} s: it was still sending")
         if isinstance(item, Comment):
             r.comments += 1
+            if len(r.comment_times) < MAX_TOKEN_TIMES:
+                r.comment_times.append(now)
             self._trace(now, "comment", None, None, item.text)
             return False
         r.events += 1
@@ -301,8 +303,9 @@ class StreamRecorder:
             trace.append({"t": round(now, 6), "kind": kind, "type": event_type, "id": event_id, "data": data})
 
 
-async def run_probe(spec: ProbeSpec) -> ProbeResult:
-    """Probe one endpoint once, on a fresh connection, and say what a user would have seen."""
+async def run_probe(spec: ProbeSpec, on_progress: Callable[[ProbeResult], None] | None = None) -> ProbeResult:
+    """Probe one endpoint once, on a fresh connection, and say what a user would have seen. `on_progress`, if given,
+    sees the result so far after every piece of the body (for a live display; it must be quick and never raise)."""
     result = ProbeResult(url=redact_url(spec.url), dialect=spec.dialect, ttft_threshold=spec.ttft_threshold)
     if spec.trace:
         result.trace = []
@@ -316,7 +319,7 @@ async def run_probe(spec: ProbeSpec) -> ProbeResult:
         result.url = redact_url(request.url)
         recorder = StreamRecorder(spec, dialect, result)
         async with asyncio.timeout(spec.timeout) as deadline:
-            await _exchange(spec, request, recorder, deadline)
+            await _exchange(spec, request, recorder, deadline, on_progress)
     except TimeoutError:
         _conclude(recorder, result, FAILED, "timeout", f"the stream did not end within the probe timeout of {spec.timeout:g} s")
     except _Ended as ended:
@@ -360,7 +363,8 @@ class _NoCookies(httpx.Cookies):
         pass
 
 
-async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline: asyncio.Timeout) -> None:
+async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline: asyncio.Timeout,
+                    on_progress: Callable[[ProbeResult], None] | None = None) -> None:
     timeout = httpx.Timeout(spec.idle_timeout)
     async with httpx.AsyncClient(transport=http_transport(spec.verify_tls), timeout=timeout, trust_env=False) as client:
         client._cookies = _NoCookies()  # httpx's public setter would wrap it in a plain Cookies
@@ -383,6 +387,8 @@ async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline
             async for chunk in response.aiter_raw():
                 if recorder.on_body(chunk):
                     return
+                if on_progress is not None:
+                    on_progress(recorder.result)
             recorder.on_eof()
         finally:
             await response.aclose()

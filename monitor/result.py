@@ -153,6 +153,8 @@ class ProbeResult:
     response_headers: dict[str, str] = field(default_factory=dict)
     # arrival time of each token event (bounded; see probe.MAX_TOKEN_TIMES); gaps are derived from it
     token_times: array = field(default_factory=lambda: array("d"), repr=False)
+    # arrival time of each comment line (heartbeats), bounded like token_times
+    comment_times: array = field(default_factory=lambda: array("d"), repr=False)
     trace: list[dict[str, Any]] | None = None
 
     @property
@@ -165,7 +167,7 @@ class ProbeResult:
         return [t[i] - t[i - 1] for i in range(1, len(t))]
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("token_times", "trace")}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("token_times", "comment_times", "trace")}
         if self.trace is not None:
             out["trace"] = self.trace
         return out
