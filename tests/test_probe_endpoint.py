@@ -225,7 +225,9 @@ def test_a_blackbox_style_scrape_config_works_unchanged_with_real_prometheus(sim
             try:
                 def ttfts() -> list[dict]:
                     return prometheus_query(prom, "probe_sse_ttft_seconds")
-                await asyncio.to_thread(wait_until, ttfts, 30, "a probe scraped through the relabelling")
+                await asyncio.to_thread(
+                    wait_until, lambda: ttfts() and len(prometheus_query(prom, "probe_success")) == 2, 30,
+                    "both targets scraped through the relabelling")
                 return ttfts(), prometheus_query(prom, "probe_success"), prometheus_query(
                     prom, 'probe_sse_outcome{reason="http_status"}')
             finally:
