@@ -125,14 +125,119 @@ def spec_from_args(args: argparse.Namespace) -> ProbeSpec:
     )
 
 
+class LiveProgress:
+    """One line on a terminal's stderr while a probe runs: elapsed time, events so far, TTFT once seen, the longest
+    silence so far. Rewritten in place (\\r) at most `interval` apart, cleared at the end."""
+
+    CLEAR = "\r\x1b[K"
+
+    def __init__(self, stream, interval: float = 0.1) -> None:
+        import time
+
+        self.stream = stream
+        self.interval = interval
+        self.result = None
+        self._clock = time.monotonic
+        self._wall = time.time
+        self._began = self._clock()
+        self._last_draw = -1e9
+        self._drawn = False
+
+    def line(self) -> str:
+        r = self.result
+        if r is None or not r.started_at:
+            return f"sse-monitor probe: {self._clock() - self._began:.1f} s, connecting..."
+        elapsed = max(self._wall() - r.started_at, 0.0)
+        parts = [f"{elapsed:.1f} s", f"{r.events} events ({r.token_events} tokens, {r.comments} comments)"]
+        if r.headers_seconds is None:
+            parts.append("waiting for the response")
+        parts.append(f"TTFT {r.ttft_seconds:.3f} s" if r.ttft_seconds is not None else "TTFT not yet")
+        last = max([t for t in (r.first_byte_seconds, r.token_times[-1] if r.token_times else None,
+                                r.comment_times[-1] if r.comment_times else None) if t is not None], default=None)
+        longest = r.max_silence_seconds or 0.0
+        if last is not None:
+            longest = max(longest, elapsed - last)
+        parts.append(f"longest silence {longest:.1f} s")
+        return "sse-monitor probe: " + ", ".join(parts)
+
+    def draw(self, force: bool = False) -> None:
+        now = self._clock()
+        if not force and now - self._last_draw < self.interval:
+            return
+        self._last_draw = now
+        try:
+            self.stream.write(self.CLEAR + self.line())
+            self.stream.flush()
+            self._drawn = True
+        except (OSError, ValueError):
+            pass
+
+    def on_progress(self, result) -> None:
+        try:
+            self.result = result
+            self.draw()
+        except Exception:  # a display must never break a probe
+            pass
+
+    def clear(self) -> None:
+        if self._drawn:
+            try:
+                self.stream.write(self.CLEAR)
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self._drawn = False
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from .probe import run_probe
     from .report import summary, to_json
 
     spec = spec_from_args(args)
-    result = run_async(lambda: run_probe(spec))
-    print(to_json(result) if args.json else summary(result), flush=True)
+    if args.html:
+        spec = dataclasses.replace(spec, trace=True)  # the page shows every event
+    live = LiveProgress(sys.stderr) if not args.json and _is_tty(sys.stderr) else None
+
+    async def probe():
+        if live is None:
+            return await run_probe(spec)
+
+        async def tick() -> None:  # keeps the elapsed time moving while no byte arrives
+            while True:
+                live.draw(force=True)
+                await asyncio.sleep(live.interval)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await run_probe(spec, on_progress=live.on_progress)
+        finally:
+            ticker.cancel()
+
+    try:
+        result = run_async(probe)
+    finally:
+        if live is not None:
+            live.clear()
+    if args.html:
+        from .html_report import html_page
+
+        try:
+            with open(args.html, "w", encoding="utf-8") as f:
+                f.write(html_page(result))
+        except OSError as exc:
+            raise UsageError(f"--html: cannot write {args.html}: {exc.strerror}") from None
+    shown = result if args.trace or result.trace is None else dataclasses.replace(result, trace=None)
+    print(to_json(shown) if args.json else summary(shown), flush=True)
     return EXIT_ALERT if result.alerts else EXIT_OK
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -270,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true", help="every event and comment with its arrival time")
+    p.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page: summary, timeline, "
+                                                  "response headers and the event trace")
     p.set_defaults(func=cmd_probe)
 
     def logging_options(p: argparse.ArgumentParser) -> None:

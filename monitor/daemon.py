@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import gc
 import signal
 import time
+from array import array
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -31,6 +34,42 @@ LAG_BOUND_SECONDS = 0.05  # a probe that ran while the loop was this late has un
 STOP_GRACE_SECONDS = 5.0  # in-flight probes get this long to unwind after cancellation
 
 ResultListener = Callable[[TargetConfig, ProbeResult], None]
+
+# History memory: a result holds up to 100,000 token arrival times (probe.MAX_TOKEN_TIMES, 800 kB). The newest
+# FULL_TIMES_RUNS runs of a target keep theirs whole; older runs keep at most THINNED_TIMES of them (evenly spaced,
+# first and last kept), so 100 runs of a long stream cost ~1.3 MB at most in place of 80 MB.
+FULL_TIMES_RUNS = 3
+THINNED_TIMES = 500
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished probe kept in a target's history. `run` numbers a target's runs from 1 since the start."""
+
+    run: int
+    result: ProbeResult
+    token_times_total: int  # how many token arrival times the probe kept (result.token_times may be thinned since)
+
+    @property
+    def thinned(self) -> bool:
+        return len(self.result.token_times) < self.token_times_total
+
+
+def _thin(times: array, keep: int) -> array:
+    """At most `keep` of `times`, evenly spaced, the first and the last always among them."""
+    n = len(times)
+    if n <= keep:
+        return times
+    return array("d", (times[round(i * (n - 1) / (keep - 1))] for i in range(keep)))
+
+
+def _compact(run: Run) -> Run:
+    r = run.result
+    if len(r.token_times) <= THINNED_TIMES and len(r.comment_times) <= THINNED_TIMES:
+        return run
+    result = dataclasses.replace(r, token_times=_thin(r.token_times, THINNED_TIMES),
+                                 comment_times=_thin(r.comment_times, THINNED_TIMES))
+    return dataclasses.replace(run, result=result)
 
 
 def tune_gc() -> None:
@@ -98,6 +137,8 @@ class Daemon:
         self.targets: dict[str, TargetConfig] = {}
         self.specs: dict[str, ProbeSpec] = {}
         self.last_results: dict[str, ProbeResult] = {}
+        self.history: dict[str, collections.deque[Run]] = {}  # the newest server.history runs per target, oldest first
+        self._runs: dict[str, int] = {}  # runs recorded per target (numbers the next Run)
         self.result_listeners: list[ResultListener] = []
         self.scheduler = ProbeScheduler(self._run_target, self._on_skip, jitter=config.scheduler.jitter)
         self.lag = LoopLagMonitor(self.metrics)
@@ -161,6 +202,11 @@ class Daemon:
             self.metrics.remove_target(name)
             self.specs.pop(name, None)
             self.last_results.pop(name, None)
+            self.history.pop(name, None)
+            self._runs.pop(name, None)
+        if config.server.history != self.config.server.history:  # resized: the newest runs stay
+            for name, runs in self.history.items():
+                self.history[name] = collections.deque(runs, maxlen=config.server.history)
         for name, target in new.items():
             old = self.targets.get(name)
             if old == target:
@@ -240,6 +286,7 @@ class Daemon:
             return
         self.metrics.observe(name, result)
         self.last_results[name] = result
+        self._remember(name, result)
         log.info(
             "probe_finished",
             target=name,
@@ -260,6 +307,24 @@ class Daemon:
                 listener(target, result)
             except Exception:
                 log.exception("result_listener_failed", target=name)
+
+    def _remember(self, name: str, result: ProbeResult) -> None:
+        """Keep the result in the target's bounded history: without its trace, and with the time arrays of all but
+        the newest FULL_TIMES_RUNS runs thinned (see THINNED_TIMES)."""
+        runs = self.history.get(name)
+        if runs is None:
+            runs = self.history[name] = collections.deque(maxlen=self.config.server.history)
+        if result.trace is not None:
+            result = dataclasses.replace(result, trace=None)
+        self._runs[name] = self._runs.get(name, 0) + 1
+        runs.append(Run(self._runs[name], result, len(result.token_times)))
+        if len(runs) > FULL_TIMES_RUNS:
+            index = len(runs) - 1 - FULL_TIMES_RUNS
+            runs[index] = _compact(runs[index])
+
+    def firing(self, name: str) -> list[str]:
+        """The alerts the Alertmanager pusher holds as firing for this target (after fire_after bad runs)."""
+        return sorted(state.alertname for state in self.alerting.firing() if state.target == name)
 
     def _on_skip(self, name: str) -> None:
         if name in self.targets:

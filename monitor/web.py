@@ -1,12 +1,13 @@
-"""The daemon's HTTP endpoints: /metrics, /-/healthy, /-/ready, /-/reload (with --web.enable-lifecycle), and a landing
-page per target. TLS and basic auth (--web.config.file) wrap the whole app: see monitor/webconfig.py."""
+"""The daemon's HTTP endpoints: /metrics, /-/healthy, /-/ready, /-/reload (with --web.enable-lifecycle), the landing
+page (sparklines, outcome strips, alerts firing), a page per target (its runs, a stream timeline) and the JSON API.
+Everything an endpoint sent (details, header values, event data) is escaped; request headers are never shown. TLS and basic auth (--web.config.file) wrap the whole app: see monitor/webconfig.py."""
 
 from __future__ import annotations
 
 import asyncio
 import html
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -18,11 +19,12 @@ from starlette.routing import Route
 from .metrics import render
 from .report import summary
 from .result import ProbeResult
+from .timeline import outcome_strip_svg, sparkline_svg, timeline_svg
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}}.bad{{color:#b00}}.ok{{color:#070}}
-pre{{background:#f6f6f6;padding:1em}}</style></head><body>{body}</body></html>"""
+pre{{background:#f6f6f6;padding:1em}}.now{{font-weight:bold}}</style></head><body>{body}</body></html>"""
 
 
 def _seconds(value: float | None) -> str:
@@ -33,12 +35,28 @@ def _ago(timestamp: float) -> str:
     return f"{max(0.0, time.time() - timestamp):.0f} s ago"
 
 
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp)) + "Z"
+
+
+class Run(Protocol):
+    """One kept result of a target's history (daemon.Run)."""
+
+    run: int  # numbers a target's runs from 1
+    result: ProbeResult
+    token_times_total: int  # token arrival times the probe kept; result.token_times may hold a thinned sample
+
+    @property
+    def thinned(self) -> bool: ...
+
+
 class Monitor(Protocol):
     """What the web layer needs of the running monitor (the daemon), and nothing more."""
 
     metrics: Any  # .registry: the CollectorRegistry /metrics renders
     targets: Mapping[str, Any]  # name -> TargetConfig (.dialect, .interval)
     last_results: Mapping[str, ProbeResult]
+    history: Mapping[str, Sequence[Run]]  # name -> the newest server.history runs, oldest first
     probe_endpoint: Any  # .handle(request): the /probe handler
     enable_lifecycle: bool
     shard: Any  # str(shard): "K/N", this replica's share of the targets
@@ -47,6 +65,37 @@ class Monitor(Protocol):
     def ready(self) -> bool: ...
 
     def reload(self) -> list[str]: ...
+
+    def firing(self, name: str) -> list[str]: ...  # the alerts the Alertmanager pusher holds as firing for a target
+
+
+def _firing(result: ProbeResult, pushed: Sequence[str]) -> str:
+    """The alert conditions of the last run, and what the Alertmanager pusher holds as firing (after fire_after)."""
+    names = sorted(set(result.alerts) | set(pushed))
+    if not names:
+        return "-"
+    return ", ".join(f"<span class='bad{' now' if n in pushed else ''}'>{html.escape(n)}</span>" for n in names)
+
+
+def _runs_table(runs: Sequence[Run], chosen: Run) -> str:
+    """The target's kept runs, newest first, each linking to its timeline."""
+    rows = []
+    for run in reversed(runs):
+        r = run.result
+        css = "bad" if r.alerts else "ok"
+        mark = " class=now" if run is chosen else ""
+        rows.append(
+            f"<tr{mark}><td><a href='?run={run.run}'>{run.run}</a></td><td>{_when(r.started_at)}</td>"
+            f"<td class={css}>{html.escape(r.outcome)} ({html.escape(r.reason)})</td>"
+            f"<td>{_seconds(r.ttft_seconds)}</td><td>{_seconds(r.duration_seconds)}</td><td>{r.events}</td>"
+            f"<td>{html.escape(', '.join(r.warnings) or '-')}</td><td>{html.escape(', '.join(r.alerts) or '-')}</td>"
+            "</tr>"
+        )
+    return (
+        f"<h2>recent runs ({len(runs)} kept)</h2><table class=runs><tr><th>run</th><th>started</th><th>outcome</th>"
+        "<th>TTFT</th><th>duration</th><th>events</th><th>warnings</th><th>alerts</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
 
 
 def create_app(daemon: Monitor) -> Starlette:
@@ -75,14 +124,20 @@ def create_app(daemon: Monitor) -> Starlette:
         rows = []
         for name, target in daemon.targets.items():
             r = daemon.last_results.get(name)
+            runs = list(daemon.history.get(name, ()))
             if r is None:
-                cells = [f"<td colspan=5>no finished run yet (every {target.interval:g} s)</td>"]
+                cells = [f"<td colspan=8>no finished run yet (every {target.interval:g} s)</td>"]
             else:
                 css = "bad" if r.alerts else "ok"
+                ttfts = [run.result.ttft_seconds for run in runs]
+                sparkline = sparkline_svg(ttfts, threshold=target.expect.ttft_threshold)
+                strip = outcome_strip_svg([run.result.outcome for run in runs])
                 cells = [
                     f"<td class={css}>{html.escape(r.outcome)} ({html.escape(r.reason)})</td>",
-                    f"<td>{_seconds(r.ttft_seconds)}</td><td>{_seconds(r.duration_seconds)}</td>",
-                    f"<td>{html.escape(', '.join(r.alerts + r.warnings) or '-')}</td>",
+                    f"<td>{_seconds(r.ttft_seconds)}</td><td class=sparkline>{sparkline}</td>",
+                    f"<td>{_seconds(r.duration_seconds)}</td><td class=outcomes>{strip}</td>",
+                    f"<td class=firing>{_firing(r, daemon.firing(name))}</td>",
+                    f"<td>{html.escape(', '.join(r.warnings) or '-')}</td>",
                     f"<td>{_ago(r.started_at + r.duration_seconds)}</td>",
                 ]
             link = f'<a href="targets/{html.escape(name)}">{html.escape(name)}</a>'
@@ -90,19 +145,48 @@ def create_app(daemon: Monitor) -> Starlette:
         body = (
             f"<h1>sse-monitor</h1><p>shard {html.escape(str(daemon.shard))} · <a href='metrics'>metrics</a> · "
             "<a href='api/v1/targets'>JSON</a></p>"
-            "<table><tr><th>target</th><th>dialect</th><th>last outcome</th><th>TTFT</th><th>duration</th>"
-            f"<th>alerts and warnings</th><th>when</th></tr>{''.join(rows)}</table>"
+            "<table><tr><th>target</th><th>dialect</th><th>last outcome</th><th>TTFT</th><th>recent TTFT</th>"
+            "<th>duration</th><th>recent outcomes</th><th>alerts now firing</th><th>warnings</th><th>when</th></tr>"
+            f"{''.join(rows)}</table>"
         )
         return HTMLResponse(PAGE.format(title="sse-monitor", body=body))
 
     async def target_page(request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in daemon.targets:
+        target = daemon.targets.get(name)
+        if target is None:
             return PlainTextResponse(f"no target named {name!r}\n", status_code=404)
-        r = daemon.last_results.get(name)
-        text = summary(r) + f"\nfinished {_ago(r.started_at + r.duration_seconds)}" if r else "no finished run yet"
-        body = f"<h1>{html.escape(name)}</h1><p><a href='..'>all targets</a></p><pre>{html.escape(text)}</pre>"
-        return HTMLResponse(PAGE.format(title=f"sse-monitor: {html.escape(name)}", body=body))
+        runs = list(daemon.history.get(name, ()))
+        chosen: Run | None = runs[-1] if runs else None
+        wanted = request.query_params.get("run")
+        if wanted is not None:
+            chosen = next((run for run in runs if str(run.run) == wanted), None)
+            if chosen is None:
+                return PlainTextResponse(f"no run {wanted!r} of {name!r} is kept\n", status_code=404)
+        title = html.escape(name)
+        parts = [f"<h1>{title}</h1><p><a href='..'>all targets</a> · "
+                 f"<a href='../api/v1/targets/{title}/history'>JSON history</a></p>"]
+        if chosen is None:
+            parts.append("<p>no finished run yet</p>")
+        else:
+            r = chosen.result
+            latest = chosen is runs[-1]
+            parts.append(f"<h2>run {chosen.run}{' (the last)' if latest else ''}, {_when(r.started_at)}</h2>")
+            text = summary(r) + f"\nfinished {_ago(r.started_at + r.duration_seconds)}"
+            parts.append(f"<pre>{html.escape(text)}</pre>")
+            parts.append(f"<div class=timeline>{timeline_svg(r, proxy_idle_timeout=target.proxy_idle_timeout)}</div>")
+            if chosen.thinned:
+                parts.append(f"<p>older run: the timeline shows {len(r.token_times)} of its "
+                             f"{chosen.token_times_total} token arrivals, evenly spaced</p>")
+            parts.append(_runs_table(runs, chosen))
+        return HTMLResponse(PAGE.format(title=f"sse-monitor: {title}", body="".join(parts)))
+
+    async def history_json(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in daemon.targets:
+            return JSONResponse({"error": f"no target named {name!r}"}, status_code=404)
+        out = [{"run": run.run, **run.result.to_dict()} for run in reversed(list(daemon.history.get(name, ())))]
+        return JSONResponse(out, headers={"X-SSE-Monitor-Shard": str(daemon.shard)})
 
     async def targets_json(request: Request) -> Response:
         out = {}
@@ -116,6 +200,7 @@ def create_app(daemon: Monitor) -> Starlette:
             Route("/", landing),
             Route("/targets/{name}", target_page),
             Route("/api/v1/targets", targets_json),
+            Route("/api/v1/targets/{name}/history", history_json),
             Route("/metrics", metrics),
             Route("/probe", daemon.probe_endpoint.handle),
             Route("/-/healthy", healthy),

@@ -28,6 +28,7 @@ from monitor.result import (
 from .constants import (
     DEFAULT_ALERTMANAGER_TIMEOUT,
     DEFAULT_DIALECT,
+    DEFAULT_HISTORY,
     DEFAULT_INTERVAL,
     DEFAULT_JITTER,
     DEFAULT_LISTEN,
@@ -240,6 +241,9 @@ class ServerConfig(_Section):
     external_url: OptionalUrl = Field(None, description="base URL of this monitor for links (alert generatorURL)")
     max_concurrent_probes: PositiveInt = Field(
         DEFAULT_MAX_CONCURRENT_PROBES, description="/probe requests running at once; more are answered 503"
+    )
+    history: PositiveInt = Field(
+        DEFAULT_HISTORY, description="results kept in memory per target for the pages and the JSON history"
     )
 
     @property
