@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,25 @@ class RecordingServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config_text: str, tmp_path: Path) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """An in-process Daemon from this config, its web server on a loopback port, and a client for it."""
+    import asyncio
+
+    from monitor.config import load_config
+    from monitor.daemon import Daemon
+
+    path = tmp_path / "c.yaml"
+    path.write_text(config_text)
+    daemon = Daemon(load_config(path, {}), listen="127.0.0.1:0")
+    runner = asyncio.create_task(daemon.run())
+    while daemon.server is None or not daemon.server.started:
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=daemon.base_url, timeout=30) as client:
+        try:
+            yield daemon, client
+        finally:
+            daemon.request_stop()
+            await runner

@@ -8,12 +8,9 @@ import re
 import socket
 import threading
 from array import array
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 
-import httpx
 
+from servers import running_daemon
 from monitor.config import load_config
 from monitor.daemon import FULL_TIMES_RUNS, THINNED_TIMES, Daemon
 from monitor.result import COMPLETED, ProbeResult
@@ -29,22 +26,6 @@ def config(targets: dict[str, str], history: int = 3, extra: str = "") -> str:
     return "".join(lines)
 
 
-@asynccontextmanager
-async def running(config_text: str, tmp_path: Path) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
-    path = tmp_path / "c.yaml"
-    path.write_text(config_text)
-    daemon = Daemon(load_config(path, {}), listen="127.0.0.1:0")
-    runner = asyncio.create_task(daemon.run())
-    while daemon.server is None or not daemon.server.started:
-        await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=daemon.base_url, timeout=30) as client:
-        try:
-            yield daemon, client
-        finally:
-            daemon.request_stop()
-            await runner
-
-
 def run_numbers(history: list[dict]) -> list[int]:
     return [entry["run"] for entry in history]
 
@@ -53,7 +34,7 @@ def test_the_newest_runs_are_kept_and_shown(simulator, tmp_path):
     url = f"{simulator}/v1/chat/completions?ttft=0.05&tokens=7&rate=200"
 
     async def scenario():
-        async with running(config({"chat": url, "other": url}), tmp_path) as (daemon, client):
+        async with running_daemon(config({"chat": url, "other": url}), tmp_path) as (daemon, client):
             for _ in range(5):
                 await daemon._run_target("chat")
             await daemon._run_target("other")
@@ -140,7 +121,7 @@ def test_what_endpoints_send_is_escaped(tmp_path):
     )
 
     async def scenario():
-        async with running(text, tmp_path) as (daemon, client):
+        async with running_daemon(text, tmp_path) as (daemon, client):
             await daemon._run_target("five")
             await daemon._run_target("events")
             pages = [(await client.get(p)).text for p in ("/", "/targets/five", "/targets/five?run=1", "/targets/events")]
@@ -166,7 +147,7 @@ def test_a_reload_resizes_the_history_keeping_the_newest(simulator, tmp_path):
     url = f"{simulator}/v1/chat/completions?ttft=0.01&tokens=3&rate=500"
 
     async def scenario():
-        async with running(config({"chat": url}, history=3), tmp_path) as (daemon, client):
+        async with running_daemon(config({"chat": url}, history=3), tmp_path) as (daemon, client):
             for _ in range(5):
                 await daemon._run_target("chat")
             before = run_numbers((await client.get("/api/v1/targets/chat/history")).json())

@@ -7,17 +7,14 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 import yaml
 from conftest import ROOT, make_pki
-from servers import DaemonProcess, parse_metrics, prometheus_query, start_prometheus, wait_until
+from servers import DaemonProcess, parse_metrics, prometheus_query, running_daemon, start_prometheus, wait_until
 
-from monitor.config import load_config
 from monitor.daemon import Daemon
 
 CHAT = "/v1/chat/completions"
@@ -37,22 +34,6 @@ def module_config(simulator: str, extra: str = "") -> str:
         "  closed: {dialect: openai-chat}\n"  # no allowed_targets: /probe cannot use it
         + extra
     )
-
-
-@asynccontextmanager
-async def running(config_text: str, tmp_path: Path) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
-    path = tmp_path / "c.yaml"
-    path.write_text(config_text)
-    daemon = Daemon(load_config(path, {}), listen="127.0.0.1:0")
-    runner = asyncio.create_task(daemon.run())
-    while daemon.server is None or not daemon.server.started:
-        await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=daemon.base_url, timeout=30) as client:
-        try:
-            yield daemon, client
-        finally:
-            daemon.request_stop()
-            await runner
 
 
 class CountingOrigin:
@@ -92,7 +73,7 @@ def requests_counted(daemon: Daemon) -> Callable[[str, str], float | None]:
 
 def test_a_probe_answers_with_its_own_metrics(simulator, tmp_path):
     async def scenario():
-        async with running(module_config(simulator), tmp_path) as (daemon, client):
+        async with running_daemon(module_config(simulator), tmp_path) as (daemon, client):
             target = f"{simulator}{CHAT}?ttft=0.3&tokens=5&rate=50"
             ok = await client.get("/probe", params={"module": "chat", "target": target})
             slow = await client.get("/probe", params={"module": "chat", "target": f"{simulator}{CHAT}?ttft=2.2&tokens=1"})
@@ -116,7 +97,7 @@ def test_a_probe_answers_with_its_own_metrics(simulator, tmp_path):
 
 def test_debug_shows_what_happened_without_the_modules_secrets(simulator, tmp_path):
     async def scenario():
-        async with running(module_config(simulator), tmp_path) as (_, client):
+        async with running_daemon(module_config(simulator), tmp_path) as (_, client):
             return await client.get("/probe", params={
                 "module": "chat", "debug": "true", "target": f"{simulator}{CHAT}?ttft=0.1&tokens=2&rate=50"})
 
@@ -131,7 +112,7 @@ def test_a_target_outside_the_modules_list_gets_403_and_no_request(simulator, tm
     origin = CountingOrigin()
 
     async def scenario():
-        async with running(module_config(simulator), tmp_path) as (daemon, client):
+        async with running_daemon(module_config(simulator), tmp_path) as (daemon, client):
             answers = [
                 await client.get("/probe", params={"module": "chat", "target": origin.url + CHAT}),
                 await client.get("/probe", params={"module": "closed", "target": f"{simulator}{CHAT}"}),
@@ -154,7 +135,7 @@ def test_a_target_outside_the_modules_list_gets_403_and_no_request(simulator, tm
 
 def test_bad_requests_get_400_saying_what_is_wrong(simulator, tmp_path):
     async def scenario():
-        async with running(module_config(simulator), tmp_path) as (daemon, client):
+        async with running_daemon(module_config(simulator), tmp_path) as (daemon, client):
             cases = [
                 {"module": "chat"},
                 {"target": f"{simulator}{CHAT}"},
@@ -176,7 +157,7 @@ def test_bad_requests_get_400_saying_what_is_wrong(simulator, tmp_path):
 
 def test_past_the_bound_a_probe_is_refused_at_once_not_queued(simulator, tmp_path):
     async def scenario():
-        async with running(module_config(simulator), tmp_path) as (daemon, client):
+        async with running_daemon(module_config(simulator), tmp_path) as (daemon, client):
             slow = {"module": "chat", "target": f"{simulator}{CHAT}?ttft=1.5&tokens=1"}
             running_probes = [asyncio.create_task(client.get("/probe", params=slow)) for _ in range(2)]
             await asyncio.sleep(0.5)
@@ -193,7 +174,7 @@ def test_past_the_bound_a_probe_is_refused_at_once_not_queued(simulator, tmp_pat
 
 def test_prometheus_scrape_timeout_bounds_the_probe(simulator, tmp_path):
     async def scenario():
-        async with running(module_config(simulator), tmp_path) as (_, client):
+        async with running_daemon(module_config(simulator), tmp_path) as (_, client):
             started = time.perf_counter()
             r = await client.get("/probe", params={"module": "chat", "target": f"{simulator}{CHAT}?ttft=5&tokens=1"},
                                  headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.5"})
@@ -217,7 +198,7 @@ def test_a_blackbox_style_scrape_config_works_unchanged_with_real_prometheus(sim
 
     async def scenario():
         config = module_config(simulator).replace("  chat:\n", "  openai-chat:\n")
-        async with running(config, tmp_path) as (daemon, _):
+        async with running_daemon(config, tmp_path) as (daemon, _):
             job["static_configs"] = [{"targets": targets}]
             job["relabel_configs"][-1]["replacement"] = daemon.base_url.removeprefix("http://")
             job["scrape_interval"], job["scrape_timeout"] = "1s", "1s"
