@@ -1030,16 +1030,18 @@ def code_state() -> dict:
             "uncommitted": git("status", "--porcelain", "--", "monitor", "pyproject.toml").splitlines()}
 
 
-def machine() -> dict:
-    model = "unknown"
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu_model": model, "cores": os.cpu_count(), "kernel": platform.release(),
+    return "unknown"
+
+
+def machine() -> dict:
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
             "bench_python": platform.python_version(), "load_average_at_start": list(os.getloadavg()),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from process import core_busy as _core_busy  # bench/ is this script's first sys.path entry
+from process import cpu_model
 from process import proc_cpu as _proc_cpu
 
 HERE = Path(__file__).resolve().parent
@@ -42,14 +43,7 @@ TARGETS = {  # the issue's targets
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     try:
         import uvloop  # noqa: F401
 

@@ -247,29 +247,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load(path: str, environ=None):
-    from .config import ConfigError, load_config
+def _or_exit(load: Any, *args: Any) -> Any:
+    """What `load` returns; on a configuration error, every message on stderr and exit status 2."""
+    from .config import ConfigError
 
     try:
-        return load_config(path, environ)
-    except ConfigError as exc:
+        return load(*args)
+    except ConfigError as exc:  # the web config's errors too
         for message in exc.messages:
             print(message, file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+
+
+def _load(path: str, environ=None):
+    from .config import load_config
+
+    return _or_exit(load_config, path, environ)
 
 
 def _load_web_config(path: str | None):
     """--web.config.file, validated with every file it names before anything starts; exit 2 with every problem."""
     if path is None:
         return None
-    from .webconfig import WebConfigError, load_web_config
+    from .webconfig import load_web_config
 
-    try:
-        return load_web_config(path)
-    except WebConfigError as exc:
-        for message in exc.messages:
-            print(message, file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+    return _or_exit(load_web_config, path)
 
 
 def _web_options(args: argparse.Namespace) -> dict[str, Any]:

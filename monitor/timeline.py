@@ -15,9 +15,9 @@ drawn), marks carry data-t (seconds), the timeline's root carries its axis scale
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
-from xml.sax.saxutils import escape as _xml_escape
 
 from .result import COMPLETED, ENDED_EARLY, FAILED, ProbeResult
 
@@ -35,8 +35,8 @@ MARK_COLOUR = "#5f6368"
 
 
 def esc(value: object) -> str:
-    """XML-escape text or an attribute value (quotes included)."""
-    return _xml_escape(str(value), {'"': "&quot;", "'": "&#39;"})
+    """Escape text or an attribute value (quotes included), for SVG and HTML alike."""
+    return html.escape(str(value), quote=True)
 
 
 def _n(x: float) -> str:

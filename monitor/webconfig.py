@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from .config.errors import _describe
+from .config.errors import ConfigError, _describe
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -74,12 +74,8 @@ BCRYPT_RE = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
 BCRYPT_EXPECTED = "expected a bcrypt hash such as $2y$10$... (htpasswd -nBC 10 \"\" | tr -d ':\\n')"
 
 
-class WebConfigError(Exception):
+class WebConfigError(ConfigError):
     """An invalid web configuration file. `messages` holds every problem, each starting with the file name."""
-
-    def __init__(self, messages: Iterable[str]):
-        self.messages: list[str] = list(messages)
-        super().__init__("\n".join(self.messages))
 
 
 @dataclass

@@ -375,13 +375,13 @@ class _TargetRule:
 
 
 def _url_parts(url: str) -> tuple[str, str, int | None, str] | None:
-    try:
-        split = urlsplit(url)
-        port = split.port or {"http": 80, "https": 443}.get(split.scheme.lower())
-    except ValueError:
+    """(scheme, host, port, path) of a URL a target may have (`_url_ok`) and without user info; None otherwise."""
+    if not _url_ok(url):
         return None
-    if split.scheme.lower() not in ("http", "https") or not split.hostname or split.username or split.password:
+    split = urlsplit(url)
+    if split.username or split.password:
         return None
+    port = split.port or {"http": 80, "https": 443}[split.scheme.lower()]
     return split.scheme.lower(), split.hostname.lower(), port, split.path or "/"
 
 
