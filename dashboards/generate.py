@@ -67,6 +67,16 @@ DASHED = cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED
 GRAFANA_DS = dm.DataSourceRef(type_val="grafana", uid="-- Grafana --")
 
 OUTCOME_COLORS = {"completed": "green", "ended_early": "orange", "failed": "red"}
+# the resumption check's outcomes (monitor/result.py RESUME_OUTCOMES): only `resumed` is right
+RESUME_COLORS = {"resumed": "green", "refused": "red", "restarted": "orange", "gap": "orange", "duplicate": "orange",
+                 "no_ids": "purple"}
+RESUME_HELP = (
+    "Resumption checks (targets with `resume:` configured): after some token events the probe drops the connection "
+    "and reconnects with the last event id, as a client does when a proxy cuts its stream. resumed: the stream "
+    "continued right after that id; refused: the reconnect got no stream; restarted: from the first event again; "
+    "gap: events skipped; duplicate: events sent twice; no_ids: no event ids to resume from. Anything but resumed "
+    "raises SSEProbeResumeBroken (a ticket). No data: no target has a resumption check."
+)
 
 WARNINGS_HELP = (
     "Warnings the last finished run raised, per target (only raised ones are drawn).\n\n"
@@ -78,7 +88,9 @@ WARNINGS_HELP = (
     "- **event_loop_lag**: the first token arrived while nothing in sse-monitor could read (kernel clock), or its "
     "event loop was late while the probe ran (user clock): its TTFT is discounted.\n"
     "- **stream_throttled**: the stream kept sse-monitor busy; its reading was paused (TCP back-pressure) so the "
-    "other targets' timings stay exact."
+    "other targets' timings stay exact.\n"
+    "- **resume_not_checked**: the target has a resumption check, but the stream ended properly before the token "
+    "event after which the connection is dropped (`resume.after_events` too high for this stream)."
 )
 
 
@@ -472,6 +484,15 @@ def reasons(outcome: str, title: str, description: str) -> timeseries.Panel:
     return bars(title, description, query(expr, "{{target}}: {{reason}}")).data_links([drill_down_link()]).height(9).span(8)
 
 
+def resume_checks(selector: str, by: str, legend_format: str) -> timeseries.Panel:
+    """Resumption checks per window by outcome, each outcome in its colour."""
+    expr = f"sum by ({by}) (increase(sse_probe_resume_total{{{selector}}}[$__rate_interval])) > 0"
+    panel = bars("Resumption checks", RESUME_HELP, query(expr, legend_format))
+    for outcome, color in RESUME_COLORS.items():
+        panel = panel.override_by_regexp(f"(.*: )?{outcome}", [fixed_color(color)])
+    return panel
+
+
 def warnings_overview() -> statetimeline.Panel:
     expr = f"max by (target, warning) (sse_probe_warning{{{T}}}) > 0"
     return states("Warnings", WARNINGS_HELP, query(expr, "{{target}}: {{warning}}"), mapping({"1": ("raised", "orange")})).height(8).span(8)
@@ -482,7 +503,8 @@ def alert_conditions_overview() -> statetimeline.Panel:
     return states(
         "Alert conditions (last run)",
         "The alert conditions the daemon saw in each target's last finished run, before any `for:` delay. "
-        "SSEProbeTTFTHigh: first token after the target's threshold; SSEProbeStreamEndedEarly; SSEProbeFailed.",
+        "SSEProbeTTFTHigh: first token after the target's threshold; SSEProbeStreamEndedEarly; SSEProbeFailed; "
+        "SSEProbeResumeBroken (a ticket: the resumption check did not resume right after the last event id).",
         query(expr, "{{target}}: {{alertname}}"),
         mapping({"1": ("holds", "red")}),
     ).height(8).span(8)
@@ -607,6 +629,7 @@ def overview() -> db.Dashboard:
         .with_panel(outcomes_overview())
         .with_panel(reasons("ended_early", "Early-end reasons", "Runs whose stream ended before its end, by target and reason. No data means none."))
         .with_panel(reasons("failed", "Failure reasons", "Runs that got no usable stream, by target and reason. No data means none."))
+        .with_panel(resume_checks(T, "target, outcome", "{{target}}: {{outcome}}").data_links([drill_down_link()]).height(7).span(24))
         .with_row(db.Row("Warnings and alerts"))
         .with_panel(warnings_overview())
         .with_panel(alert_conditions_overview())
@@ -634,7 +657,7 @@ def last_run_stats() -> list[stat.Panel]:
                     query(f"sse_probe_last_ttft_seconds{{{ONE}}}"))
         .thresholds(ttft_steps())
         .mappings(mapping({}, nan=("no token", "red"))),
-        single_stat("Last run", "Healthy when the last finished run raised no alert condition.", "none", query(f"sse_probe_success{{{ONE}}}"))
+        single_stat("Last run", "Healthy when the last finished run raised no critical alert condition (SSEProbeResumeBroken is a ticket: see Alert conditions).", "none", query(f"sse_probe_success{{{ONE}}}"))
         .mappings(HEALTHY),
         single_stat("Finished", "When the last run ended.", "dateTimeFromNow", query(f"sse_probe_last_run_timestamp_seconds{{{ONE}}} * 1000"))
         .color_mode(cm.BigValueColorMode.NONE),
@@ -793,6 +816,7 @@ def target() -> db.Dashboard:
         .with_panel(longest_silence())
         .with_panel(stream_duration())
         .with_panel(skipped_and_lagged(ONE).height(9).span(12))
+        .with_panel(resume_checks(ONE, "outcome", "{{outcome}}").height(9).span(12))
     )
 
 

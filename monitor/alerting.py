@@ -13,11 +13,20 @@ import structlog
 
 from .config import AlertmanagerConfig, TargetConfig
 from .redact import redact_url
-from .result import ALERT_ENDED_EARLY, ALERT_FAILED, ALERT_TTFT_HIGH, ALERTS, WARNING_EVENT_LOOP_LAG, ProbeResult
+from .result import (
+    ALERT_ENDED_EARLY,
+    ALERT_FAILED,
+    ALERT_RESUME_BROKEN,
+    ALERT_TTFT_HIGH,
+    ALERTS,
+    WARNING_EVENT_LOOP_LAG,
+    ProbeResult,
+)
 
 log = structlog.get_logger("sse_monitor.alerting")
 
-SEVERITY = {ALERT_TTFT_HIGH: "critical", ALERT_ENDED_EARLY: "critical", ALERT_FAILED: "critical"}
+SEVERITY = {ALERT_TTFT_HIGH: "critical", ALERT_ENDED_EARLY: "critical", ALERT_FAILED: "critical",
+            ALERT_RESUME_BROKEN: "warning"}  # critical pages, warning makes a ticket (config/alertmanager)
 DEFAULT_RUNBOOK_BASE = "https://github.com/sse-monitor/sse-monitor/blob/main/docs/runbook"
 ENDS_AT_FACTOR = 4  # a firing alert's endsAt is this many resend intervals ahead: it survives a lost resend or two
 MIN_BACKOFF = 0.5
@@ -47,6 +56,9 @@ def describe(alertname: str, target: str, result: ProbeResult) -> tuple[str, str
         )
     elif alertname == ALERT_ENDED_EARLY:
         summary = f"The stream from {target} ended early ({result.reason})."
+    elif alertname == ALERT_RESUME_BROKEN:
+        outcome = result.resume.outcome if result.resume is not None else None
+        summary = f"The stream from {target} does not resume after a dropped connection ({outcome})."
     else:
         summary = f"The probe of {target} failed ({result.reason})."
     description = (
@@ -57,6 +69,12 @@ def describe(alertname: str, target: str, result: ProbeResult) -> tuple[str, str
         + (f"; warnings: {', '.join(result.warnings)}" if result.warnings else "")
         + (f". {result.detail}" if result.detail else "")
     )
+    if alertname == ALERT_RESUME_BROKEN and result.resume is not None:
+        resume = result.resume
+        description = (f"resumption check: {resume.outcome}; {resume.detail}; {resume.events_before} token events "
+                       f"before the drop, {resume.events_after} after the reconnect"
+                       + (f"; reconnect HTTP {resume.status_code}" if resume.status_code is not None else "")
+                       + f". The stream: {description}")
     return summary, description
 
 
@@ -119,6 +137,8 @@ class AlertmanagerPusher:
         for alertname in ALERTS:
             if alertname == ALERT_TTFT_HIGH and lagged:
                 continue  # timings taken while the monitor was late prove nothing either way
+            if alertname == ALERT_RESUME_BROKEN and (result.resume is None or result.resume.outcome is None):
+                continue  # no resumption check in this run (none configured, or the stream ended before its drop)
             key = (alertname, target.name)
             state = self.states.get(key) or self.states.setdefault(key, AlertState(alertname, target.name))
             if alertname in result.alerts:

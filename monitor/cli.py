@@ -1,4 +1,4 @@
-"""The `sse-monitor` command: probe, simulate, run, check-config, demo."""
+"""The `sse-monitor` command: probe, simulate, run, check-config, demo, canary, chain-check."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .result import (
     DEFAULT_TIMEOUT,
     DEFAULT_TTFT_THRESHOLD,
     ProbeSpec,
+    ResumeSpec,
 )
 
 EXIT_OK, EXIT_ALERT, EXIT_USAGE = 0, 1, 2
@@ -101,6 +102,7 @@ def spec_from_args(args: argparse.Namespace) -> ProbeSpec:
                          f"size limit ({_fmt_size(DEFAULT_MAX_EVENT_BYTES)})")
     if args.min_events is not None and args.min_events > args.max_events:
         raise UsageError(f"--min-events ({args.min_events}) must not be more than --max-events ({args.max_events})")
+    resume = _resume_from_args(args)
     return ProbeSpec(
         url=args.url,
         dialect=args.dialect,
@@ -122,26 +124,66 @@ def spec_from_args(args: argparse.Namespace) -> ProbeSpec:
         error_event=args.error_event,
         verify_tls=not args.insecure,
         trace=args.trace,
+        resume=resume,
     )
 
 
-class LiveProgress:
-    """One line on a terminal's stderr while a probe runs: elapsed time, events so far, TTFT once seen, the longest
-    silence so far. Rewritten in place (\\r) at most `interval` apart, cleared at the end."""
+def _resume_from_args(args: argparse.Namespace) -> ResumeSpec | None:
+    """--resume-after N, with --resume-query-param NAME and/or without --no-resume-header."""
+    if args.resume_after is None:
+        for given, option in ((args.resume_query_param, "--resume-query-param"), (args.no_resume_header, "--no-resume-header")):
+            if given:
+                raise UsageError(f"{option} needs --resume-after N (the token events before the connection is dropped)")
+        return None
+    if args.resume_query_param is not None:
+        from .config.values import _v_query_param
+
+        try:
+            _v_query_param(args.resume_query_param)
+        except ValueError as exc:
+            raise UsageError(f"--resume-query-param: {exc}") from None
+    if args.no_resume_header and args.resume_query_param is None:
+        raise UsageError("--no-resume-header needs --resume-query-param NAME: the reconnect must carry the last event id")
+    return ResumeSpec(after_events=args.resume_after, header=not args.no_resume_header, query_param=args.resume_query_param)
+
+
+class TerminalLine:
+    """One line on a terminal, rewritten in place (\\r, erase line) and cleared at the end; never raises."""
 
     CLEAR = "\r\x1b[K"
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self._drawn = False
+
+    def write(self, text: str) -> None:
+        try:
+            self.stream.write(self.CLEAR + text)
+            self.stream.flush()
+            self._drawn = True
+        except (OSError, ValueError):
+            pass
+
+    def clear(self) -> None:
+        if self._drawn:
+            self.write("")
+            self._drawn = False
+
+
+class LiveProgress:
+    """While a probe runs: elapsed time, events so far, TTFT once seen, the longest silence so far, on one terminal
+    line rewritten at most `interval` apart."""
 
     def __init__(self, stream, interval: float = 0.1) -> None:
         import time
 
-        self.stream = stream
+        self.terminal = TerminalLine(stream)
         self.interval = interval
         self.result = None
         self._clock = time.monotonic
         self._wall = time.time
         self._began = self._clock()
         self._last_draw = -1e9
-        self._drawn = False
 
     def line(self) -> str:
         r = self.result
@@ -165,12 +207,7 @@ class LiveProgress:
         if not force and now - self._last_draw < self.interval:
             return
         self._last_draw = now
-        try:
-            self.stream.write(self.CLEAR + self.line())
-            self.stream.flush()
-            self._drawn = True
-        except (OSError, ValueError):
-            pass
+        self.terminal.write(self.line())
 
     def on_progress(self, result) -> None:
         try:
@@ -180,13 +217,7 @@ class LiveProgress:
             pass
 
     def clear(self) -> None:
-        if self._drawn:
-            try:
-                self.stream.write(self.CLEAR)
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
-            self._drawn = False
+        self.terminal.clear()
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -348,6 +379,46 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_canary(args: argparse.Namespace) -> int:
+    from .canary import run
+
+    return run(args)
+
+
+def cmd_chain_check(args: argparse.Namespace) -> int:
+    from .chaincheck import ChainCheckSpec, check_chain, summary, to_json
+
+    if not args.url.startswith(("http://", "https://")):
+        raise UsageError(f"URL must start with http:// or https://, got {args.url!r}")
+    spec = ChainCheckSpec(url=args.url, expected_duration=args.expected_duration, max_idle=args.max_idle,
+                          max_duration=args.max_duration, headers=dict(parse_header(h) for h in args.header),
+                          verify_tls=not args.insecure)
+    status = StatusLine(sys.stderr) if not args.json and _is_tty(sys.stderr) else None
+    try:
+        report = run_async(lambda: check_chain(spec, status.show if status else lambda _: None))
+    finally:
+        if status is not None:
+            status.clear()
+    print(to_json(report) if args.json else summary(report), flush=True)
+    return EXIT_OK if report.ok else EXIT_ALERT
+
+
+class StatusLine:
+    """The latest step of a long command, with the time since it began, on one terminal line."""
+
+    def __init__(self, stream) -> None:
+        import time
+
+        self.terminal, self._clock = TerminalLine(stream), time.monotonic
+        self._began = self._clock()
+
+    def show(self, text: str) -> None:
+        self.terminal.write(f"[{self._clock() - self._began:.0f} s] {text}")
+
+    def clear(self) -> None:
+        self.terminal.clear()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sse-monitor", description="Synthetic monitor for Server-Sent Events streams.")
     parser.add_argument("--version", action="version", version=f"sse-monitor {__version__}")
@@ -379,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", action="store_true", help="every event and comment with its arrival time")
     p.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page: summary, timeline, "
                                                   "response headers and the event trace")
+    p.add_argument("--resume-after", type=_positive(int), metavar="N",
+                   help="the resumption check: after N token events drop the connection, reconnect with the last "
+                        "event id (Last-Event-ID) and check that the stream continues right after it")
+    p.add_argument("--resume-query-param", metavar="NAME",
+                   help="with --resume-after: also send the last event id as this query parameter (e.g. resume)")
+    p.add_argument("--no-resume-header", action="store_true",
+                   help="with --resume-after: send no Last-Event-ID header (the query parameter alone)")
     p.set_defaults(func=cmd_probe)
 
     def logging_options(p: argparse.ArgumentParser) -> None:
@@ -413,6 +491,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8900)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("canary", help="serve streams of known shape, to deploy behind a proxy chain for chain-check")
+    from .canary import add_arguments as canary_arguments
+
+    canary_arguments(p)
+    p.set_defaults(func=cmd_canary)
+
+    from .chaincheck import DEFAULT_EXPECTED_DURATION, DEFAULT_MAX_IDLE
+
+    p = sub.add_parser("chain-check", help="measure the proxy chain in front of a canary: buffering, compression, "
+                                           "heartbeats, idle timeout, stream length; the seeds' checklist as verdicts")
+    p.add_argument("url", metavar="URL", help="the canary (`sse-monitor canary`), reached through the chain")
+    p.add_argument("--expected-duration", type=_positive(float), default=DEFAULT_EXPECTED_DURATION, metavar="S",
+                   help="the longest stream you serve; timeouts should be twice that (default %(default)g s)")
+    p.add_argument("--max-idle", type=_positive(float), default=DEFAULT_MAX_IDLE, metavar="S",
+                   help="the longest silence tried when searching the idle timeout (default %(default)g s)")
+    p.add_argument("--max-duration", type=_positive(float), metavar="S",
+                   help="how long a stream with heartbeats is kept open to find a length cap "
+                        "(default: twice --expected-duration)")
+    p.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'",
+                   help="a request header for every trial (repeatable), e.g. the chain's auth")
+    p.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_chain_check)
 
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("config", metavar="FILE")

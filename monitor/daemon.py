@@ -16,6 +16,7 @@ from pathlib import Path
 import structlog
 
 from .alerting import AlertmanagerPusher
+from .chain_monitor import ChainMonitor
 from .config import ConfigError, MonitorConfig, TargetConfig, load_config
 from .metrics import Metrics
 from .probe import run_probe
@@ -143,6 +144,7 @@ class Daemon:
         self.result_listeners: list[ResultListener] = []
         self.scheduler = ProbeScheduler(self._run_target, self._on_skip, jitter=config.scheduler.jitter)
         self.lag = LoopLagMonitor(self.metrics)
+        self.chains = ChainMonitor(self.metrics, owns=shard.owns)  # scheduled chain checks (chain_checks:)
         self.alerting = AlertmanagerPusher(config.alertmanager, self._external_url, self._count_send,
                                            region=self.metrics.region)
         self.result_listeners.append(self.alerting.observe)
@@ -213,7 +215,8 @@ class Daemon:
             if old == target:
                 continue
             self.specs[name] = target.to_spec()
-            settings = (name, target.interval, target.expect.ttft_threshold, target.proxy_idle_timeout)
+            settings = (name, target.interval, target.expect.ttft_threshold, target.proxy_idle_timeout,
+                        target.resume is not None)
             if old is None:
                 self.metrics.add_target(*settings)
             else:
@@ -225,6 +228,7 @@ class Daemon:
         self.scheduler.jitter = config.scheduler.jitter
         self.probe_endpoint.max_concurrent = config.server.max_concurrent_probes
         self.alerting.reconfigure(config.alertmanager)
+        self.chains.apply(config.chain_checks)
         self.targets = new
         self.config = config
         self.metrics.targets.set(len(new))
@@ -302,6 +306,7 @@ class Daemon:
             alerts=result.alerts,
             warnings=result.warnings,
             detail=result.detail or None,
+            **({"resume": result.resume.outcome, "resume_detail": result.resume.detail} if result.resume else {}),
         )
         for listener in self.result_listeners:
             try:
@@ -356,6 +361,7 @@ class Daemon:
         self.lag.start()
         await self.alerting.start()
         self.scheduler.start()
+        self.chains.start()
         log.info("started", listen=self.base_url, targets=len(self.targets), shard=str(self.shard))
         if on_ready is not None:
             on_ready()
@@ -370,11 +376,13 @@ class Daemon:
     async def _shutdown(self) -> None:
         started = time.monotonic()
         self.scheduler.shutdown()
+        chains = asyncio.create_task(self.chains.stop(STOP_GRACE_SECONDS))
         tasks = list(self._in_flight)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+        await chains
         await self.lag.stop()
         await self.alerting.stop()
         if self.server is not None:

@@ -22,7 +22,8 @@ from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.utils import floatToGoString
 
 from . import __version__
-from .result import ALERTS, CLOCK_USER, REASONS, WARNINGS, ProbeResult
+from .chaincheck import CHAIN_CHECKS
+from .result import ALERTS, CLOCK_USER, PAGES, REASONS, RESUME_OUTCOMES, RESUME_RESUMED, WARNINGS, ProbeResult
 
 # 1.5 s is the seeds' p95 SLO and 2.0 s the alert threshold: both must be bucket bounds.
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -49,12 +50,15 @@ class Metrics:
         self.gap = Histogram("sse_probe_inter_event_gap_seconds", "Gaps between consecutive token events.", t, buckets=GAP_BUCKETS, registry=registry)
         self.duration = Histogram("sse_probe_stream_duration_seconds", "Time from request start to the end of the stream.", t, buckets=DURATION_BUCKETS, registry=registry)
         self.runs = Counter("sse_probe_runs", "Finished probe runs by outcome and reason.", (*t, "outcome", "reason"), registry=registry)
-        self.success = Gauge("sse_probe_success", "1 if the last finished run raised no alert condition, else 0.", t, registry=registry)
+        self.success = Gauge("sse_probe_success", "1 if the last finished run raised no critical alert condition (a page), else 0.", t, registry=registry)
         self.last_run = Gauge("sse_probe_last_run_timestamp_seconds", "When the last run of the target finished (unix time).", t, registry=registry)
         self.last_ttft = Gauge("sse_probe_last_ttft_seconds", "TTFT of the last finished run; NaN when no token came.", t, registry=registry)
         self.max_silence = Gauge("sse_probe_max_silence_seconds", "Longest time without any byte in the last finished run.", t, registry=registry)
         self.warning = Gauge("sse_probe_warning", "1 if the last finished run raised this warning.", (*t, "warning"), registry=registry)
         self.alert = Gauge("sse_probe_alert_condition", "1 if the alert condition held for the last finished run.", (*t, "alertname"), registry=registry)
+        # the resumption check: series only for targets that have one configured (resume:)
+        self.resume_runs = Counter("sse_probe_resume", "Resumption checks by outcome: resumed, refused, restarted, gap, duplicate, no_ids.", (*t, "outcome"), registry=registry)
+        self.resume_ok = Gauge("sse_probe_resume_ok", "1 if the last run's resumption check resumed right after the last event id, 0 if not; NaN when the run did not get to check.", t, registry=registry)
         self.threshold = Gauge("sse_probe_ttft_threshold_seconds", "The configured TTFT alert threshold.", t, registry=registry)
         self.interval = Gauge("sse_probe_interval_seconds", "The configured probe interval.", t, registry=registry)
         self.proxy_idle = Gauge("sse_probe_proxy_idle_timeout_seconds", "The configured idle timeout of the proxies on the path.", t, registry=registry)
@@ -64,6 +68,7 @@ class Metrics:
         self.probe_waits = Counter("sse_monitor_probe_waits", "Runs that had to wait for a free slot under scheduler.max_concurrent.", t, registry=registry)
         # no target label: the wait measures the monitor's capacity, not the target; the counter says who waited
         self.probe_wait = Histogram("sse_monitor_probe_wait_seconds", "Time from a run being due to its slot under scheduler.max_concurrent; 0 when one was free.", buckets=WAIT_BUCKETS, registry=registry)
+        self._resume_targets: set[str] = set()
         self.user_clock = Counter("sse_monitor_probes_user_clock", "Finished probes timed at least partly on the process's clock, without kernel receive timestamps.", t, registry=registry)
         self.reload_ok = Gauge("sse_monitor_config_last_reload_successful", "1 if the last configuration (re)load succeeded.", registry=registry)
         self.reload_time = Gauge("sse_monitor_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully.", registry=registry)
@@ -73,10 +78,26 @@ class Metrics:
         self.alertmanager_sends = Counter("sse_monitor_alertmanager_sends", "Pushes to Alertmanager by result.", ("alertmanager", "result"), registry=registry)
         self.alerts_firing = Gauge("sse_monitor_alerts_firing", "Alerts the daemon pushes as firing now.", registry=registry)
         Info("sse_monitor_build", "sse-monitor build information.", registry=registry).info({"version": __version__})
+        # scheduled chain checks (chain_checks:): what the last check of each chain found; see monitor/chaincheck.py
+        c = ("chain", "region") if region else ("chain",)
+        self.chain_ok = Gauge("sse_chain_check_ok", "1 if the last chain check reached the canary and no check of the checklist failed, else 0.", c, registry=registry)
+        self.chain_passed = Gauge("sse_chain_check_passed", "1 if this check of the checklist passed in the last chain check, 0 if it failed; absent while inconclusive.", (*c, "check"), registry=registry)
+        self.chain_reachable = Gauge("sse_chain_canary_reachable", "1 if the last chain check reached an sse-monitor canary through the chain.", c, registry=registry)
+        self.chain_idle = Gauge("sse_chain_idle_timeout_seconds", "The shortest silence the chain cuts; +Inf when none up to sse_chain_idle_timeout_searched_seconds was cut.", c, registry=registry)
+        self.chain_idle_searched = Gauge("sse_chain_idle_timeout_searched_seconds", "The longest silence the last check tried (max_idle).", c, registry=registry)
+        self.chain_buffered = Gauge("sse_chain_buffered_bytes", "The most bytes the chain held back at once (as the canary wrote them); 0 when it streams.", c, registry=registry)
+        self.chain_buffered_time = Gauge("sse_chain_buffered_seconds", "The longest the chain held an event back.", c, registry=registry)
+        self.chain_compressed = Gauge("sse_chain_compressed", "1 if the chain adds a Content-Encoding to an event stream.", c, registry=registry)
+        self.chain_heartbeat_delay = Gauge("sse_chain_heartbeat_delay_seconds", "How late comment lines (heartbeats) came out, p90; +Inf when none did.", c, registry=registry)
+        self.chain_length_cap = Gauge("sse_chain_stream_length_cap_seconds", "When a busy stream (heartbeats every second) is cut; +Inf when not up to the duration tried.", c, registry=registry)
+        self.chain_expected = Gauge("sse_chain_expected_duration_seconds", "The configured longest stream (expected_duration): timeouts should be twice this.", c, registry=registry)
+        self.chain_last_run = Gauge("sse_chain_check_last_run_timestamp_seconds", "When the last chain check finished (unix time).", c, registry=registry)
+        self.chain_took = Gauge("sse_chain_check_duration_seconds", "How long the last chain check took.", c, registry=registry)
 
     # -- targets --------------------------------------------------------------------------------------------------
 
-    def add_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float) -> None:
+    def add_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float,
+                   resume: bool = False) -> None:
         """Create every series of a new target at zero, so rules and dashboards see it before its first run."""
         for histogram in (self.ttft, self.first_byte, self.gap, self.duration):
             histogram.labels(name, *self._r)
@@ -90,14 +111,29 @@ class Metrics:
         self.lagged_probes.labels(name, *self._r)
         self.probe_waits.labels(name, *self._r)
         self.user_clock.labels(name, *self._r)
-        self.configure_target(name, interval, ttft_threshold, proxy_idle_timeout)
+        self.configure_target(name, interval, ttft_threshold, proxy_idle_timeout, resume)
         # success, last run, last TTFT and max silence have no honest value before the first run: no series yet
 
-    def configure_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float) -> None:
-        """The configuration gauges; a changed target keeps its last run's results (a reload never resolves a page)."""
+    def configure_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float,
+                         resume: bool = False) -> None:
+        """The configuration gauges; a changed target keeps its last run's results (a reload never resolves a page).
+        A resumption check switched on gets its series (the counters at zero), switched off loses them."""
         self.threshold.labels(name, *self._r).set(ttft_threshold)
         self.interval.labels(name, *self._r).set(interval)
         self.proxy_idle.labels(name, *self._r).set(proxy_idle_timeout)
+        if resume and name not in self._resume_targets:
+            self._resume_targets.add(name)
+            for outcome in RESUME_OUTCOMES:
+                self.resume_runs.labels(name, *self._r, outcome)
+            # sse_probe_resume_ok: no honest value before the first check
+        elif not resume and name in self._resume_targets:
+            self._remove_resume(name)
+
+    def _remove_resume(self, name: str) -> None:
+        self._resume_targets.discard(name)
+        for outcome in RESUME_OUTCOMES:
+            _remove(self.resume_runs, name, *self._r, outcome)
+        _remove(self.resume_ok, name, *self._r)
 
     def remove_target(self, name: str) -> None:
 
@@ -112,6 +148,54 @@ class Metrics:
             _remove(self.warning, name, *self._r, warning)
         for alertname in ALERTS:
             _remove(self.alert, name, *self._r, alertname)
+        self._remove_resume(name)
+
+    # -- chain checks -----------------------------------------------------------------------------------------------
+
+    def _chain_findings(self) -> tuple:
+        return (self.chain_ok, self.chain_reachable, self.chain_idle, self.chain_idle_searched, self.chain_buffered,
+                self.chain_buffered_time, self.chain_compressed, self.chain_heartbeat_delay, self.chain_length_cap,
+                self.chain_last_run, self.chain_took)
+
+    def add_chain(self, name: str, expected_duration: float) -> None:
+        """A configured chain: its expected duration now; its findings once its first check has run."""
+        self.chain_expected.labels(name, *self._r).set(expected_duration)
+
+    def remove_chain(self, name: str) -> None:
+        for metric in (*self._chain_findings(), self.chain_expected):
+            _remove(metric, name, *self._r)
+        for check in CHAIN_CHECKS:
+            _remove(self.chain_passed, name, *self._r, check)
+
+    def observe_chain(self, name: str, report: typing.Any, finished_at: float) -> None:
+        """Record one finished chain check (a chaincheck.ChainReport). An unreachable canary leaves every finding
+        NaN: no stale measurement stays behind to look current."""
+        r = self._r
+        self.chain_ok.labels(name, *r).set(1 if report.ok else 0)
+        self.chain_reachable.labels(name, *r).set(1 if report.reachable else 0)
+        self.chain_last_run.labels(name, *r).set(finished_at)
+        self.chain_took.labels(name, *r).set(report.duration_seconds)
+        verdicts = {c.name: c.ok for c in report.checks}
+        for check in CHAIN_CHECKS:
+            ok = verdicts.get(check)
+            if ok is None:
+                _remove(self.chain_passed, name, *r, check)
+            else:
+                self.chain_passed.labels(name, *r, check).set(1 if ok else 0)
+        idle, held, length, beats = report.idle, report.buffering, report.length, report.heartbeats
+        found = {
+            self.chain_idle: None if idle is None else (math.inf if idle.seconds is None else idle.seconds),
+            self.chain_idle_searched: None if idle is None else idle.searched_up_to,
+            self.chain_buffered: None if held is None else (held.held_bytes if held.buffered else 0),
+            self.chain_buffered_time: None if held is None else held.held_seconds,
+            self.chain_compressed: None if not report.reachable else (1 if report.content_encoding else 0),
+            self.chain_heartbeat_delay: None if not beats else (math.inf if beats["late_p90_seconds"] is None
+                                                                  else beats["late_p90_seconds"]),
+            self.chain_length_cap: None if not length else (math.inf if length["cap_seconds"] is None
+                                                              else length["cap_seconds"]),
+        }
+        for metric, value in found.items():
+            metric.labels(name, *r).set(math.nan if value is None else value)
 
     def count(self, counter: Counter, target: str) -> None:
         """One more on a per-target counter of the daemon's (skipped, lagged, waited)."""
@@ -133,7 +217,7 @@ class Metrics:
         self.runs.labels(target, *self._r, result.outcome, result.reason).inc()
         if result.clock == CLOCK_USER:
             self.user_clock.labels(target, *self._r).inc()
-        self.success.labels(target, *self._r).set(0 if result.alerts else 1)
+        self.success.labels(target, *self._r).set(0 if any(a in PAGES for a in result.alerts) else 1)
         self.last_run.labels(target, *self._r).set(result.started_at + result.duration_seconds)
         self.last_ttft.labels(target, *self._r).set(math.nan if result.ttft_seconds is None else result.ttft_seconds)
         self.max_silence.labels(target, *self._r).set(result.max_silence_seconds or 0.0)
@@ -141,6 +225,13 @@ class Metrics:
             self.warning.labels(target, *self._r, warning).set(1 if warning in result.warnings else 0)
         for alertname in ALERTS:
             self.alert.labels(target, *self._r, alertname).set(1 if alertname in result.alerts else 0)
+        resume = result.resume
+        if resume is not None and target in self._resume_targets:
+            if resume.outcome is None:
+                self.resume_ok.labels(target, *self._r).set(math.nan)
+            else:
+                self.resume_runs.labels(target, *self._r, resume.outcome).inc()
+                self.resume_ok.labels(target, *self._r).set(1 if resume.outcome == RESUME_RESUMED else 0)
 
 
 def _remove(metric, *labels: str) -> None:

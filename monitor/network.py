@@ -461,7 +461,7 @@ class _Stream(httpcore.AsyncNetworkStream):
                     self._incoming.write(chunk)
                     continue
             if raw.error is not None:
-                raise httpcore.ReadError("") from raw.error
+                raise httpcore.ReadError(str(raw.error) or type(raw.error).__name__) from raw.error
             if raw.eof or raw.closed:
                 if self._tls is not None and not self._incoming.eof:
                     self._incoming.write_eof()

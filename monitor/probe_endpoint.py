@@ -7,7 +7,6 @@ gets 403 and no request is made), and concurrent probes are bounded (past the bo
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import time
@@ -20,7 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 from .config import ModuleConfig, is_probe_url
 from .probe import run_probe
 from .report import summary
-from .result import ALERTS, CLOCK_KERNEL, WARNINGS, ProbeResult
+from .result import ALERTS, CLOCK_KERNEL, PAGES, RESUME_RESUMED, WARNINGS, ProbeResult
 
 DEFAULT_MAX_CONCURRENT_PROBES = 50
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
@@ -58,7 +57,8 @@ def result_metrics(result: ProbeResult, seconds: float) -> bytes:
         g = Gauge(name, doc, tuple(labels or ()), registry=registry)
         (g.labels(**labels) if labels else g).set(value)
 
-    gauge("probe_success", "Whether the probe succeeded: the stream raised no alert condition.", float(result.healthy))
+    gauge("probe_success", "Whether the probe succeeded: the stream raised no critical alert condition (a page).",
+          float(not any(alert in PAGES for alert in result.alerts)))
     gauge("probe_duration_seconds", "How long the probe took, in seconds.", seconds)
     gauge("probe_http_status_code", "Response HTTP status code.", result.status_code)
     for name, doc, field in _TIMES:
@@ -68,6 +68,10 @@ def result_metrics(result: ProbeResult, seconds: float) -> bytes:
     gauge("probe_sse_ttft_threshold_seconds", "The module's TTFT alert threshold.", result.ttft_threshold)
     gauge("probe_sse_kernel_clock", "1 if every arrival time is a kernel receive timestamp.",
           float(result.clock == CLOCK_KERNEL))
+    resume = result.resume
+    if resume is not None and resume.outcome is not None:  # the module has a resumption check, and it happened
+        gauge("probe_sse_resume_ok", "1 if the stream resumed right after the last event id, else 0.",
+              float(resume.outcome == RESUME_RESUMED))
     outcome = Gauge("probe_sse_outcome", "How the stream ended: 1 for its outcome and reason.", ("outcome", "reason"),
                     registry=registry)
     outcome.labels(result.outcome, result.reason).set(1)

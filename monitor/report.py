@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .result import ProbeResult
+from .result import ProbeResult, ResumeResult
 
 
 def _s(value: float | None) -> str:
@@ -30,6 +30,7 @@ def summary(result: ProbeResult) -> str:
         f"  duration     {_s(r.duration_seconds)}  {r.token_events} token events, {r.events} events, "
         f"{r.comments} comments, {_size(r.bytes)} in {r.reads} reads",
         f"  max gap      {_s(r.max_gap_seconds)}  max silence {_s(r.max_silence_seconds)}",
+        *_resume_lines(r.resume),
         f"  warnings     {', '.join(r.warnings) or 'none'}",
         f"  alerts       {', '.join(r.alerts) or 'none'}",
     ]
@@ -39,11 +40,26 @@ def summary(result: ProbeResult) -> str:
     if r.trace is not None:
         lines.append(f"  trace        {len(r.trace)} entries (seconds since the request started)")
         for entry in r.trace:
-            what = entry["type"] if entry["kind"] == "event" else ":"
+            what = entry["type"] if entry["kind"] in ("event", "reconnect") else ":"
             data = entry["data"] if len(entry["data"]) <= 80 else entry["data"][:77] + "..."
             lines.append(f"    {entry['t']:9.3f}  {what:<28} {data}")
     lines.append("ALERT: " + ", ".join(r.alerts) if r.alerts else "OK: healthy")
     return "\n".join(lines)
+
+
+def _resume_lines(resume: ResumeResult | None) -> list[str]:
+    """The resumption check: its outcome and why, then (when it reconnected) the counts and the reconnect's TTFT."""
+    if resume is None:
+        return []
+    lines = [f"  resume       {resume.outcome or 'not checked'}: {resume.detail}"]
+    if resume.reconnect_seconds is not None:
+        status = f"HTTP {resume.status_code}" if resume.status_code is not None else "no response"
+        line = (f"               dropped after {resume.events_before} token events, reconnected at "
+                f"{_s(resume.reconnect_seconds)} ({status})")
+        if resume.ttft_seconds is not None:
+            line += f", then {resume.events_after} token events, the first after {_s(resume.ttft_seconds)}"
+        lines.append(line)
+    return lines
 
 
 def to_json(result: ProbeResult) -> str:
@@ -51,4 +67,6 @@ def to_json(result: ProbeResult) -> str:
     for key, value in out.items():
         if isinstance(value, float) and key != "started_at":
             out[key] = round(value, 6)
+    if out.get("resume"):
+        out["resume"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in out["resume"].items()}
     return json.dumps(out, ensure_ascii=False)

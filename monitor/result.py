@@ -46,6 +46,9 @@ WARNING_CONTENT_LENGTH = "content_length_on_stream"
 WARNING_BUFFERING = "buffering_suspected"
 WARNING_EVENT_LOOP_LAG = "event_loop_lag"
 WARNING_THROTTLED = "stream_throttled"  # the stream kept the monitor busy: its reading was paused (TCP back-pressure)
+# a resumption check is configured, but the stream ended properly before its `after_events` token events: nothing
+# was dropped, nothing checked (see ResumeResult)
+WARNING_RESUME_NOT_CHECKED = "resume_not_checked"
 WARNINGS = (
     WARNING_CONTENT_TYPE,
     WARNING_CONTENT_ENCODING,
@@ -53,7 +56,21 @@ WARNINGS = (
     WARNING_BUFFERING,
     WARNING_EVENT_LOOP_LAG,
     WARNING_THROTTLED,
+    WARNING_RESUME_NOT_CHECKED,
 )
+
+# ---- resumption check (ProbeSpec.resume) ----------------------------------------------------------------------------
+# After `after_events` token events the probe drops the connection and reconnects with the last event id seen, as a
+# client resumes a stream that died behind a proxy. How the server took it:
+
+RESUME_RESUMED = "resumed"  # the resumed stream continued right after the last id seen
+RESUME_REFUSED = "refused"  # the reconnect got no stream: non-2xx, not an event stream, or it failed before any event
+RESUME_RESTARTED = "restarted"  # the resumed stream started over: its first id is the first connection's first id
+RESUME_GAP = "gap"  # ids after the last one seen were skipped
+RESUME_DUPLICATE = "duplicate"  # the last id seen, or an earlier one, came again
+RESUME_NO_IDS = "no_ids"  # no event ids to resume from (or, after the reconnect, none to check the continuation by)
+RESUME_OUTCOMES = (RESUME_RESUMED, RESUME_REFUSED, RESUME_RESTARTED, RESUME_GAP, RESUME_DUPLICATE, RESUME_NO_IDS)
+RESUME_HEADER = "Last-Event-ID"  # what EventSource sends when it reconnects
 
 # ---- clocks ---------------------------------------------------------------------------------------------------------
 
@@ -66,7 +83,9 @@ CLOCKS = (CLOCK_KERNEL, CLOCK_USER)
 ALERT_TTFT_HIGH = "SSEProbeTTFTHigh"
 ALERT_ENDED_EARLY = "SSEProbeStreamEndedEarly"
 ALERT_FAILED = "SSEProbeFailed"
-ALERTS = (ALERT_TTFT_HIGH, ALERT_ENDED_EARLY, ALERT_FAILED)
+ALERT_RESUME_BROKEN = "SSEProbeResumeBroken"  # a warning (a ticket): the resumption check's outcome is not `resumed`
+ALERTS = (ALERT_TTFT_HIGH, ALERT_ENDED_EARLY, ALERT_FAILED, ALERT_RESUME_BROKEN)
+PAGES = (ALERT_TTFT_HIGH, ALERT_ENDED_EARLY, ALERT_FAILED)  # the critical ones: the endpoint is broken for users
 
 DEFAULT_PROMPT = "Write the numbers from 1 to 300, one per line."
 DEFAULT_TTFT_THRESHOLD = 2.0
@@ -91,6 +110,17 @@ STREAMING_HEADERS = (
     "server",
     "via",
 )
+
+
+@dataclass(frozen=True)
+class ResumeSpec:
+    """The resumption check: drop the connection after `after_events` token events, reconnect with the last event id
+    seen in a `Last-Event-ID` header (`header`) and/or in the query parameter `query_param`, and check that the stream
+    continues right after it."""
+
+    after_events: int
+    header: bool = True
+    query_param: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +149,24 @@ class ProbeSpec:
     error_event: str | None = None  # an event type that ends the stream with an error
     verify_tls: bool = True
     trace: bool = False
+    resume: ResumeSpec | None = None  # the resumption check; None: the stream is read once, to its end
+
+
+@dataclass
+class ResumeResult:
+    """What the resumption check saw. Ids are the streams' `id:` values as sent (opaque strings); times are seconds
+    since the probe started, like the ProbeResult's."""
+
+    outcome: str | None = None  # one of RESUME_OUTCOMES; None: the check did not happen (`detail` says why)
+    detail: str = ""  # a human sentence naming the ids
+    last_id: str | None = None  # the last event id seen before the drop: what the reconnect sent
+    first_id: str | None = None  # the first event id of the first connection
+    first_id_after: str | None = None  # the first event id after the reconnect
+    events_before: int = 0  # token events before the drop
+    events_after: int = 0  # token events after the reconnect
+    reconnect_seconds: float | None = None  # when the reconnect's request went out
+    ttft_seconds: float | None = None  # from the reconnect's request to its first token event
+    status_code: int | None = None  # the reconnect's response status
 
 
 @dataclass
@@ -131,6 +179,7 @@ class ProbeResult:
     reason: str = "internal_error"
     detail: str = ""  # a human sentence on why, for failures and early ends
     status_code: int | None = None
+    http_version: str | None = None  # of the response, as the client negotiated it (e.g. HTTP/1.1)
     started_at: float = 0.0  # wall clock (unix seconds) when the request's first bytes were sent: time zero
     connect_seconds: float | None = None  # how long the TCP connect took (before time zero)
     tls_seconds: float | None = None  # how long the TLS handshake took (before time zero; https only)
@@ -156,18 +205,29 @@ class ProbeResult:
     # arrival time of each comment line (heartbeats), bounded like token_times
     comment_times: array = field(default_factory=lambda: array("d"), repr=False)
     trace: list[dict[str, Any]] | None = None
+    resume: ResumeResult | None = None  # the resumption check, when the spec asks for one
 
     @property
     def healthy(self) -> bool:
         return not self.alerts
 
+    @property
+    def reconnected_after(self) -> int | None:
+        """With a resumption check that reconnected: how many token events came before the drop."""
+        resume = self.resume
+        return resume.events_before if resume is not None and resume.reconnect_seconds is not None else None
+
     def token_gaps(self) -> list[float]:
-        """Gaps between consecutive token events, in arrival order."""
+        """Gaps between consecutive token events, in arrival order; never the one across a resumption check's
+        reconnect (our own drop, not the stream's pace: ResumeResult.ttft_seconds measures it)."""
         t = self.token_times
-        return [t[i] - t[i - 1] for i in range(1, len(t))]
+        cut = self.reconnected_after
+        return [t[i] - t[i - 1] for i in range(1, len(t)) if i != cut]
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("token_times", "comment_times", "trace")}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("token_times", "comment_times", "trace", "resume")}
+        out["resume"] = dataclasses.asdict(self.resume) if self.resume is not None else None
         if self.trace is not None:
             out["trace"] = self.trace
         return out
@@ -178,6 +238,9 @@ def alert_conditions(result: ProbeResult) -> list[str]:
 
     TTFT is high when the first token came after the threshold, or when the response was open past the threshold
     without a token. A probe that never got a response is only `failed`, so one fault does not page twice.
+    The resumption check is broken when it happened and the stream did not continue right after the last id seen.
+    A reconnect the server refuses leaves the run `failed` (a resuming client gets no rest of the answer) but raises
+    only SSEProbeResumeBroken, a ticket: the stream itself worked until the probe cut it on purpose.
     """
     alerts = []
     ttft, threshold = result.ttft_seconds, result.ttft_threshold
@@ -186,8 +249,13 @@ def alert_conditions(result: ProbeResult) -> list[str]:
             alerts.append(ALERT_TTFT_HIGH)
     elif result.headers_seconds is not None and result.duration_seconds > threshold:
         alerts.append(ALERT_TTFT_HIGH)
-    if result.outcome == ENDED_EARLY:
+    refused = result.resume is not None and result.resume.outcome == RESUME_REFUSED
+    if refused:  # the stream worked until the probe cut it on purpose: the resumption check's ticket, not a page
+        pass
+    elif result.outcome == ENDED_EARLY:
         alerts.append(ALERT_ENDED_EARLY)
     elif result.outcome == FAILED:
         alerts.append(ALERT_FAILED)
+    if result.resume is not None and result.resume.outcome not in (None, RESUME_RESUMED):
+        alerts.append(ALERT_RESUME_BROKEN)
     return alerts

@@ -40,6 +40,7 @@ EVENT_STREAM = "text/event-stream; charset=utf-8"
 PROMPT_TOKENS = 10  # what the usage blocks claim for the prompt
 PIECE = 64 * 1024  # bodies of hostile modes go out in pieces of this size
 LINE_ENDINGS = {"lf": "\n", "crlf": "\r\n", "cr": "\r"}
+RESUME_FAULTS = ("none", "refuse", "restart", "gap", "duplicate", "noids")  # what a resumed stream does wrong
 NEVER_UTF8 = bytes(range(0xF5, 0x100)) + b"\xc0\xc1"  # byte values that never occur in valid UTF-8
 GARBAGE_TABLE = bytes(NEVER_UTF8[i % len(NEVER_UTF8)] for i in range(256))
 
@@ -93,6 +94,12 @@ def _line_ending(raw: str) -> str:
     return LINE_ENDINGS[raw.strip().lower()]
 
 
+def _resume_fault(raw: str) -> str:
+    if raw.strip().lower() not in RESUME_FAULTS:
+        raise ValueError(f"expected {', '.join(RESUME_FAULTS[:-1])} or {RESUME_FAULTS[-1]}")
+    return raw.strip().lower()
+
+
 def _header_value(raw: str) -> str:
     if not (raw.isascii() and raw.isprintable()):
         raise ValueError("expected printable ASCII (it becomes a response header)")
@@ -129,6 +136,8 @@ class Params:
     gzip_bomb: int = _param(0, _count)
     redirect: str | None = _param(None, _header_value)
     tag: str | None = _param(None, _header_value)  # an opaque label for the truth log (--truth-log); nothing else
+    ids: bool = _param(False, _flag)  # token events carry `id: <i>` (always on a resumed request, see resume_point)
+    resume_fault: str = _param("none", _resume_fault)  # what a resumed request gets (see first_event)
 
 
 class BadParam(ValueError):
@@ -153,6 +162,27 @@ def parse_params(query: Any, headers: Any) -> Params:
     if params.content_length and params.endless and params.drop_after is None and params.error_after is None:
         raise BadParam("parameter 'content_length' cannot buffer an endless stream (add drop_after or error_after)")
     return params
+
+
+def resume_point(query: Any, headers: Any) -> int | None:
+    """The event id a request resumes after: its `resume` query parameter, else its `Last-Event-ID` header; None when
+    it has neither. Raises BadParam naming the culprit when it is not an event id (an integer >= 0)."""
+    where, raw = (("parameter 'resume'", query["resume"]) if "resume" in query
+                  else ("header 'Last-Event-ID'", headers.get("last-event-id")))
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise BadParam(f"invalid value {raw!r} for {where}: expected an event id (an integer >= 0)")
+    return int(raw)
+
+
+def first_event(last: int | None, fault: str) -> int | None:
+    """The id of the first event a stream sends: 1 unless it resumes after event `last`; then last + 1, or by `fault`:
+    restart 1, gap last + 3 (two skipped), duplicate last (the one the client saw comes again), refuse None (no
+    stream: the server refuses to resume)."""
+    if last is None:
+        return 1
+    return {"refuse": None, "restart": 1, "gap": last + 3, "duplicate": max(last, 1)}.get(fault, last + 1)
 
 
 # ---- ground truth: when each request came in and when its first byte and first token went out ----------------------
@@ -242,11 +272,13 @@ class Truth:
 
 
 class _Clock:
-    """Sleeps until absolute loop-clock deadlines, yielding the heartbeats that fall due meanwhile."""
+    """Sleeps until absolute deadlines on the loop's clock (or `now`), yielding the heartbeats that fall due
+    meanwhile."""
 
-    def __init__(self, heartbeat: float, instant: bool) -> None:
+    def __init__(self, heartbeat: float, instant: bool, now: Callable[[], float] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
-        self.start = self.loop.time()
+        self.now = now or self.loop.time
+        self.start = self.now()
         self.instant = instant
         self.heartbeat = heartbeat
         self.next_beat = self.start + heartbeat if heartbeat > 0 and not instant else math.inf
@@ -258,43 +290,55 @@ class _Clock:
             await self._sleep_until(self.next_beat)
             yield ("heartbeat", 0)
             self.next_beat += self.heartbeat
-            now = self.loop.time()
+            now = self.now()
             while self.next_beat <= now:  # skip the beats a slow reader made us miss
                 self.next_beat += self.heartbeat
         await self._sleep_until(deadline)
 
     async def _sleep_until(self, deadline: float) -> None:
-        while (left := deadline - self.loop.time()) > 0:  # timers may fire a little early (uvloop: whole ms)
+        while (left := deadline - self.now()) > 0:  # timers may fire a little early (uvloop: whole ms)
             await asyncio.sleep(left)
 
 
-def _token_time(p: Params, first: float, i: int) -> float:
-    """When token i (1-based) is due: paced from the first token, shifted by the pause after token pause_after."""
-    paused = p.pause if p.pause_after is not None and i > p.pause_after else 0.0
-    return first + (i - 1) / p.rate + paused
+def in_stream(start: int, after: int | None) -> int | None:
+    """The point "after event `after`" (0: before the first) if a stream starting at event `start` reaches it: it
+    sends that event, or, for 0, starts at the first. Else None: a pause, drop or error placed after an event that a
+    resumed stream does not send again is not in that stream, which goes on at once."""
+    return after if after is not None and (after >= start or after == start - 1 == 0) else None
 
 
-async def timeline(p: Params, t0: float, instant: bool = False) -> AsyncIterator[Step]:
-    """The steps of one stream, each yielded when it is due (at once when instant): the only timing logic."""
+def _token_time(p: Params, first: float, i: int, start: int = 1) -> float:
+    """When token i is due in a stream whose first token is `start`: paced from that one (due at `first`), shifted by
+    the pause after token pause_after."""
+    pause_after = in_stream(start, p.pause_after)
+    paused = p.pause if pause_after is not None and i > pause_after else 0.0
+    return first + (i - start) / p.rate + paused
+
+
+async def timeline(p: Params, t0: float, instant: bool = False, start: int = 1) -> AsyncIterator[Step]:
+    """The steps of one stream, each yielded when it is due (at once when instant): the only timing logic. Tokens
+    are counted from `start` (a resumed stream's first), due after ttft as usual; see in_stream() for the drop,
+    error and pause."""
     clock = _Clock(p.heartbeat, instant)
     yield ("preamble", 0)
     if p.huge_line:
         yield ("huge", p.huge_line)
     first = max(t0 + p.ttft, clock.start)
-    sent = 0
-    while (p.endless or sent < p.tokens) and sent != p.drop_after and sent != p.error_after:
+    drop_after, error_after = in_stream(start, p.drop_after), in_stream(start, p.error_after)
+    sent = start - 1
+    while (p.endless or sent < p.tokens) and sent != drop_after and sent != error_after:
         sent += 1
-        async for beat in clock.until(_token_time(p, first, sent)):
+        async for beat in clock.until(_token_time(p, first, sent, start)):
             yield beat
         yield ("token", sent)
-    if sent == p.drop_after:
+    if sent == drop_after:
         yield ("drop", sent)
-    elif sent == p.error_after:
+    elif sent == error_after:
         yield ("error", sent)
     elif not p.no_terminal:
         async for beat in clock.until(first):  # with no token at all, the end comes when the first token would have
             yield beat
-        yield ("end", sent)
+        yield ("end", min(sent, p.tokens))  # a resumed stream's start may lie beyond the last token
 
 
 # ---- wire formats ----------------------------------------------------------------------------------------------------
@@ -535,12 +579,14 @@ class Generic(Format):
 # ---- bodies ----------------------------------------------------------------------------------------------------------
 
 
-def encode_event(event: Event, eol: bytes) -> bytes:
+def encode_event(event: Event, eol: bytes, event_id: int | None = None) -> bytes:
     """One event on the wire; a dict's JSON gets `sim_sent`, the send time on the system-wide monotonic clock."""
     name, data = event
     if isinstance(data, dict):
         data = json.dumps({**data, "sim_sent": time.monotonic()}, separators=(",", ":"))
     head = b"event: " + name.encode() + eol if name else b""
+    if event_id is not None:
+        head = b"id: %d" % event_id + eol + head
     return head + b"data: " + data.encode() + eol + eol
 
 
@@ -558,11 +604,11 @@ def _huge_line(size: int, eol: bytes) -> Iterator[bytes]:
 
 
 async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False,
-                       truth: Truth | None = None) -> AsyncIterator[bytes]:
-    """The bytes of a stream, one chunk per timeline step, each produced when its step is due."""
+                       truth: Truth | None = None, start: int = 1) -> AsyncIterator[bytes]:
+    """The bytes of a stream, one chunk per timeline step, each produced when its step is due; tokens from `start`."""
     eol = p.line_ending.encode()
     render = {"preamble": fmt.preamble, "token": fmt.token, "end": fmt.end, "error": fmt.error}
-    async for kind, n in timeline(p, t0, instant):
+    async for kind, n in timeline(p, t0, instant, start):
         if kind == "drop":
             raise SimulatedDrop
         if kind == "heartbeat":
@@ -573,8 +619,9 @@ async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False,
         else:
             events = render[kind](n)
             if events:
-                chunk = b"".join(encode_event(e, eol) for e in events)
-                if truth is not None and kind == "token" and n == 1:
+                event_id = n if kind == "token" and p.ids else None
+                chunk = b"".join(encode_event(e, eol, event_id) for e in events)
+                if truth is not None and kind == "token" and truth.first_token is None:
                     truth.first_token = time.time()  # the consumer sends this chunk as soon as it is yielded
                     yield chunk
                     truth.done()  # resumed: the chunk is out
@@ -673,13 +720,16 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
 # ---- the app ---------------------------------------------------------------------------------------------------------
 
 
-async def respond(p: Params, fmt: Format, t0: float, truth: Truth | None = None) -> Response:
-    """The response to one request whose parameters are valid, once its headers are due. A `truth` record is
-    filled by a streamed response (Stream); the caller completes it for any other."""
+async def respond(p: Params, fmt: Format, t0: float, truth: Truth | None = None, start: int | None = 1) -> Response:
+    """The response to one request whose parameters are valid, once its headers are due; its tokens from `start`
+    (None: it asked to resume, and that is refused). A `truth` record is filled by a streamed response (Stream); the
+    caller completes it for any other."""
     if p.redirect is not None:
         return RedirectResponse(p.redirect, status_code=302)
     if p.status is not None:
         return JSONResponse(fmt.error_body(p.status, f"simulated error (HTTP {p.status})"), status_code=p.status)
+    if start is None:
+        return JSONResponse(fmt.error_body(409, "resumption refused (resume_fault=refuse)"), status_code=409)
     headers = {"cache-control": "no-cache", "content-type": p.content_type or EVENT_STREAM}
     if p.x_accel_buffering is not None:
         headers["x-accel-buffering"] = p.x_accel_buffering
@@ -690,7 +740,8 @@ async def respond(p: Params, fmt: Format, t0: float, truth: Truth | None = None)
     if "json" in headers["content-type"].lower():
         return Response(json.dumps(fmt.whole(p.tokens)), headers=headers)
     # with content_length the events are made at once, long before the response goes out: first_token stays null
-    chunks = event_stream(p, fmt, t0, instant=p.content_length, truth=None if p.content_length else truth)
+    chunks = event_stream(p, fmt, t0, instant=p.content_length, truth=None if p.content_length else truth,
+                          start=start)
     if p.gzip:
         chunks, headers["content-encoding"] = gzipped(chunks), "gzip"
     return await buffered(chunks, headers, truth) if p.content_length else Stream(chunks, headers, truth=truth)
@@ -714,15 +765,18 @@ def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None) -> 
         fmt = format_class(str(request.path_params.get("model") or body.get("model") or DEFAULT_MODEL), body)
         try:
             p = parse_params(request.query_params, request.headers)
+            last = resume_point(request.query_params, request.headers)
         except BadParam as exc:
             response: Response = JSONResponse(fmt.error_body(400, str(exc)), status_code=400)
             if truth_log is not None:
                 _unstreamed(truth_log.request(request.url.path, request.query_params.get("tag"), received, entered),
                             response)
             return response
+        if last is not None or p.resume_fault == "noids":  # a resumed stream carries ids, unless they are the fault
+            p = dataclasses.replace(p, ids=p.resume_fault != "noids")
         await asyncio.sleep(p.headers_delay)
         truth = truth_log.request(request.url.path, p.tag, received, entered) if truth_log is not None else None
-        response = await respond(p, fmt, t0, truth)
+        response = await respond(p, fmt, t0, truth, first_event(last, p.resume_fault))
         if truth is not None and not isinstance(response, Stream):
             _unstreamed(truth, response)
         return response
@@ -750,12 +804,17 @@ class _QuietDrops(logging.Filter):
         return not isinstance(exc, (SimulatedDrop, asyncio.CancelledError))
 
 
-def create_app(truth_log: TruthLog | None = None) -> Starlette:
-    """The simulator's ASGI app: one route per wire format, plus a health check. With a `truth_log`, every request
-    to a format's route is recorded in it (see TruthLog)."""
+def quiet_drops() -> None:
+    """Installs _QuietDrops on uvicorn's error log (once)."""
     uvicorn_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _QuietDrops) for f in uvicorn_log.filters):
         uvicorn_log.addFilter(_QuietDrops())
+
+
+def create_app(truth_log: TruthLog | None = None) -> Starlette:
+    """The simulator's ASGI app: one route per wire format, plus a health check. With a `truth_log`, every request
+    to a format's route is recorded in it (see TruthLog)."""
+    quiet_drops()
     formats = {
         "openai-chat": OpenAIChat,
         "openai-responses": OpenAIResponses,
@@ -847,10 +906,12 @@ def _stamping_protocol() -> type:
 class _AnnouncingServer(AppServer):
     """Prints the URL once connections are accepted, so scripts and tests can wait for that line."""
 
+    NAME = "simulator"
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
-            print(f"sse-monitor simulator listening on {self.base_url}", flush=True)
+            print(f"sse-monitor {self.NAME} listening on {self.base_url}", flush=True)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8900, truth_log: str | None = None,
@@ -882,8 +943,11 @@ class RunningSimulator:
         self.base_url = ""
         self._server: AppServer | None = None
 
+    def app(self) -> Starlette:
+        return create_app()
+
     async def __aenter__(self) -> RunningSimulator:
-        self._server = AppServer(create_app(), self.host, self.port)
+        self._server = AppServer(self.app(), self.host, self.port)
         self.base_url, self.port = self._server.base_url, self._server.port
         await self._server.start()
         return self

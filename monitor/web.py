@@ -60,6 +60,7 @@ class Monitor(Protocol):
     probe_endpoint: Any  # .handle(request): the /probe handler
     enable_lifecycle: bool
     shard: Any  # str(shard): "K/N", this replica's share of the targets
+    chains: Any  # .checks: name -> ChainCheckConfig; .reports: name -> the last ChainReport
 
     @property
     def ready(self) -> bool: ...
@@ -195,9 +196,15 @@ def create_app(daemon: Monitor) -> Starlette:
             out[name] = r.to_dict() if r else None
         return JSONResponse(out, headers={"X-SSE-Monitor-Shard": str(daemon.shard)})  # which share of the targets
 
+    async def chains_json(request: Request) -> Response:
+        reports = daemon.chains.reports
+        out = {name: reports[name].to_dict() if name in reports else None for name in daemon.chains.checks}
+        return JSONResponse(out, headers={"X-SSE-Monitor-Shard": str(daemon.shard)})
+
     return Starlette(
         routes=[
             Route("/", landing),
+            Route("/api/v1/chain-checks", chains_json),
             Route("/targets/{name}", target_page),
             Route("/api/v1/targets", targets_json),
             Route("/api/v1/targets/{name}/history", history_json),

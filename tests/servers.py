@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -163,6 +165,93 @@ class ServerProcess:
     def close(self) -> None:
         self.stop()
         self._log.close()
+
+
+def run_on_pty(command: str, *args: str) -> tuple[int, str, str]:
+    """Run `sse-monitor COMMAND ARGS` with stderr on a real pseudo-terminal: (status, stdout, what the terminal got)."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", command, *args], stdout=subprocess.PIPE,
+                            stderr=slave, cwd=ROOT)
+    os.close(slave)
+    received = bytearray()
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every writer of the slave is gone
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            elif proc.poll() is not None:
+                break
+        stdout = proc.communicate(timeout=30)[0]
+    finally:
+        os.close(master)
+    return proc.returncode, stdout.decode(), received.decode(errors="replace")
+
+
+# ---- reverse proxies: the shipped configs in config/proxies/, placeholders filled in -----------------------------
+
+PROXIES = ROOT / "config" / "proxies"
+
+
+Edit = Callable[[str], str] | None  # a test's one change to a shipped config, shown in the test
+
+
+def render(config: str, edit: Edit = None, **values: str) -> str:
+    """A shipped config with its placeholders filled in; every placeholder must get a value, and only those."""
+    text = (PROXIES / config).read_text()
+    if edit is not None:
+        changed = edit(text)
+        assert changed != text, f"the edit changed nothing in {config}"
+        text = changed
+    for name, value in values.items():
+        assert "{{" + name + "}}" in text, f"{config} has no placeholder {{{{{name}}}}}"
+        text = text.replace("{{" + name + "}}", value)
+    left = re.findall(r"\{\{\w+\}\}", text)
+    assert not left, f"{config}: placeholders without a value: {left}"
+    return text
+
+
+Proxy = ServerProcess  # a reverse proxy under test is one of our server processes
+
+
+def start_nginx(config: str, upstream: str, workdir: Path, edit: Edit = None) -> Proxy:
+    binary = require_binary("nginx", "/usr/sbin/nginx")
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(render(config, edit, LISTEN=f"127.0.0.1:{port}", UPSTREAM=upstream))
+    return ServerProcess([binary, "-p", f"{workdir}/", "-c", str(conf), "-g", "daemon off;"], port, "nginx", workdir)
+
+
+def start_apache(config: str, upstream: str, workdir: Path, edit: Edit = None) -> Proxy:
+    binary = require_binary("apache2", "/usr/sbin/apache2")
+    port = free_port()
+    conf = workdir / "apache2.conf"
+    conf.write_text(render(config, edit, LISTEN=f"127.0.0.1:{port}", UPSTREAM=upstream))
+    return ServerProcess([binary, "-d", str(workdir), "-f", str(conf), "-DFOREGROUND"], port, "apache2", workdir)
+
+
+def start_caddy(config: str, upstream: str, workdir: Path, edit: Edit = None) -> Proxy:
+    binary = require_binary("caddy", "/usr/bin/caddy")
+    port = free_port()
+    conf = workdir / "Caddyfile"
+    conf.write_text(render(config, edit, LISTEN_HOST="127.0.0.1", LISTEN_PORT=str(port), UPSTREAM=upstream))
+    home = {"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data"), "XDG_CONFIG_HOME": str(workdir / "config")}
+    argv = [binary, "run", "--config", str(conf), "--adapter", "caddyfile"]
+    return ServerProcess(argv, port, "caddy", workdir, env={**os.environ, **home})
+
+
+def start_haproxy(config: str, upstream: str, workdir: Path, edit: Edit = None) -> Proxy:
+    binary = require_binary("haproxy", "/usr/sbin/haproxy")
+    port = free_port()
+    conf = workdir / "haproxy.cfg"
+    conf.write_text(render(config, edit, LISTEN=f"127.0.0.1:{port}", UPSTREAM=upstream))
+    return ServerProcess([binary, "-f", str(conf), "-db"], port, "haproxy", workdir)
 
 
 def start_prometheus(config_yaml: str, workdir: Path) -> ServerProcess:

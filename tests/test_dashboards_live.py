@@ -25,6 +25,8 @@ TARGETS = {
     "gzipped": ("ttft=0.1&tokens=5&rate=50&gzip=1", ""),  # compressed_stream
     "silent": ("ttft=0.1&tokens=3&rate=50&pause_after=1&pause=1.5", "    proxy_idle_timeout: 2s\n"),  # silence > 1 s
     "never-ends": ("ttft=0.1&endless=1&rate=5", "    timeout: 120s\n"),  # stale, in flight, skipped runs
+    # SSEProbeResumeBroken: the resumed stream skips two events
+    "unresumable": ("ids=1&ttft=0.1&tokens=6&rate=50&resume_fault=gap", "    resume: {after_events: 3}\n"),
 }
 
 

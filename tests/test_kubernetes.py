@@ -537,3 +537,201 @@ def test_the_probe_asks_the_services_probe_endpoint_with_an_allowed_module():
     for target in targets:  # a target outside allowed_targets would be answered 403
         assert any(target.startswith(prefix) for prefix in module["allowed_targets"] if not prefix.startswith("^"))
     assert probe["spec"]["scrapeTimeout"] < probe["spec"]["interval"]
+
+
+# ---- the proxy-chain canary (deploy/kubernetes/canary) -----------------------------------------------------------
+# A different app than the daemon, from the same image: its own kustomization beside base/ and overlays/ (so the
+# daemon's tests above, which glob overlays/, do not see it).
+
+CANARY_DIR = KUBE / "canary"
+CANARY_NAME = "sse-monitor-canary"
+CANARY_PORT = 8901  # `sse-monitor canary --listen`'s default
+# Measured on loopback (deploy/kubernetes/canary/deployment.yaml has the table): the canary's worst peak RSS, 64
+# streams at once (its --max-streams default) of 64 KiB events whose clients stalled.
+CANARY_PEAK_RSS = 54.6e6
+
+
+@cache
+def _render_canary() -> tuple[dict, ...]:
+    return tuple(kustomize(CANARY_DIR))
+
+
+def render_canary() -> list[dict]:
+    return copy.deepcopy(list(_render_canary()))
+
+
+def canary_container(objects: list[dict]) -> dict:
+    (c,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def container_port(c: dict, port: str | int) -> int:
+    """A probe's or Service's port (a name or a number) as the container port it reaches."""
+    if isinstance(port, int):
+        assert port in {p["containerPort"] for p in c["ports"]}, port
+        return port
+    return next(p["containerPort"] for p in c["ports"] if p["name"] == port)
+
+
+def test_the_canary_is_its_own_kustomization_not_an_overlay():
+    assert (CANARY_DIR / "kustomization.yaml").is_file()
+    assert OVERLAYS_DIR not in CANARY_DIR.parents
+    assert not any(o.split("/")[0] == "canary" for o in OVERLAYS)
+
+
+def test_every_canary_object_validates_against_its_schema():
+    objects = render_canary()
+    assert sorted(o["kind"] for o in objects) == ["Deployment", "Service"]
+    for obj in objects:
+        for version in KUBERNETES_VERSIONS:
+            validate_core(obj, version)
+
+
+def test_the_canary_objects_are_unique_and_labelled_as_their_own_app():
+    objects = render_canary()
+    keys = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert len(keys) == len(set(keys)), keys
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert obj["metadata"]["name"] == CANARY_NAME
+        assert labels["app.kubernetes.io/name"] == CANARY_NAME
+        assert labels["app.kubernetes.io/part-of"] == "sse-monitor"
+    # the daemon's Service (selector app.kubernetes.io/name: sse-monitor) never selects a canary pod, nor the reverse
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    daemon_service = next(s for s in of_kind(render("base"), "Service") if s["metadata"]["name"] == "sse-monitor")
+    assert not daemon_service["spec"]["selector"].items() <= pod_labels.items()
+    daemon_pod_labels = workload(render("base"))["spec"]["template"]["metadata"]["labels"]
+    assert not one(objects, "Service")["spec"]["selector"].items() <= daemon_pod_labels.items()
+
+
+def test_the_canary_is_one_replica_of_the_daemons_image():
+    objects = render_canary()
+    assert one(objects, "Deployment")["spec"]["replicas"] == 1
+    assert canary_container(objects)["image"] == container(render("base"))["image"]
+
+
+def test_the_canary_container_runs_the_canary_command():
+    c = canary_container(render_canary())
+    # exec form, the image's ENTRYPOINT (sse-monitor) kept and its CMD replaced, as the daemon's pod does
+    assert "command" not in c
+    assert dockerfile_instruction("ENTRYPOINT") == '["sse-monitor"]'
+    assert c["args"] == ["canary", "--listen", f"0.0.0.0:{CANARY_PORT}"]
+
+
+def test_the_canary_probes_ask_healthy_on_the_served_port():
+    c = canary_container(render_canary())
+    listen_port = int(c["args"][c["args"].index("--listen") + 1].rsplit(":", 1)[1])
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": listen_port}
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = c[probe]["httpGet"]
+        assert get["path"] == "/-/healthy"
+        assert container_port(c, get["port"]) == listen_port
+        assert get.get("scheme", "HTTP") == "HTTP"
+
+
+def test_the_canary_pod_is_as_hardened_as_the_daemons():
+    objects = render_canary()
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    c = canary_container(objects)
+    base_pod = workload(render("base"))["spec"]["template"]["spec"]
+    user, group = dockerfile_instruction("USER").split(":")
+    assert pod["securityContext"] == base_pod["securityContext"]
+    assert c["securityContext"] == container(render("base"))["securityContext"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for context in (pod["securityContext"], c["securityContext"]):
+        assert context["runAsNonRoot"] is True
+        assert context["runAsUser"] == int(user) != 0
+        assert context["runAsGroup"] == int(group) != 0
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert not sc.get("privileged")
+    assert pod["automountServiceAccountToken"] is False
+    # no config, no Secret: the canary needs neither; the only writable place is a bounded scratch /tmp
+    assert "envFrom" not in c and "env" not in c
+    assert [m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")] == ["/tmp"]
+    (tmp,) = pod["volumes"]
+    assert quantity(tmp["emptyDir"]["sizeLimit"]) <= 64 * 2**20
+
+
+def test_the_canary_resources_follow_the_measurement():
+    resources = canary_container(render_canary())["resources"]
+    requests, limits = resources["requests"], resources["limits"]
+    assert quantity(requests["memory"]) >= 1.1 * CANARY_PEAK_RSS
+    assert quantity(limits["memory"]) >= 2 * CANARY_PEAK_RSS
+    assert quantity(requests["memory"]) < quantity(limits["memory"])
+    # one event loop: at most one core; a limit below it would throttle the events' timestamps into their writes
+    assert quantity(limits["cpu"]) >= 1
+    assert 0 < quantity(requests["cpu"]) <= quantity(limits["cpu"])
+
+
+def test_the_canary_service_reaches_the_pod_on_the_container_port():
+    objects = render_canary()
+    service = one(objects, "Service")
+    deployment = one(objects, "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == {"app.kubernetes.io/name": CANARY_NAME}
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port == {"name": "http", "port": CANARY_PORT, "protocol": "TCP", "targetPort": "http"}
+    assert container_port(canary_container(objects), port["targetPort"]) == CANARY_PORT
+
+
+def test_the_example_ingress_routes_the_path_to_the_canary_service():
+    path = CANARY_DIR / "ingress.example.yaml"
+    text = path.read_text()
+    ingress = yaml.safe_load(text)
+    assert ingress["kind"] == "Ingress"
+    for version in KUBERNETES_VERSIONS:
+        validate_core(ingress, version)
+    # an example only: not applied with the kustomization (it must be the streaming API's own Ingress)
+    assert path.name not in yaml.safe_load((CANARY_DIR / "kustomization.yaml").read_text())["resources"]
+    assert "Ingress" not in {o["kind"] for o in render_canary()}
+    assert "SAME CHAIN AS YOUR" in text and "annotation" in text
+    service = one(render_canary(), "Service")
+    (rule,) = ingress["spec"]["rules"]
+    (route,) = rule["http"]["paths"]
+    assert route["path"] == "/api/sse-canary" and route["pathType"] == "Prefix"
+    backend = route["backend"]["service"]
+    assert backend["name"] == service["metadata"]["name"]
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_the_canarys_rendered_command_line_serves_healthy_and_streams():
+    """The container's command line (the image's ENTRYPOINT `sse-monitor`, i.e. monitor.cli:main, and the rendered
+    args), run here with only --listen moved to a free loopback port: it answers /-/healthy as the probes ask, streams
+    under the Ingress' path, and stops on SIGTERM as the kubelet stops it."""
+    import signal
+    import tomllib
+    import urllib.request
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert json.loads(dockerfile_instruction("ENTRYPOINT")) == ["sse-monitor"]
+    assert scripts["sse-monitor"] == "monitor.cli:main"
+    objects = render_canary()
+    pod, c = one(objects, "Deployment")["spec"]["template"]["spec"], canary_container(objects)
+    args = list(c["args"])
+    args[args.index("--listen") + 1] = "127.0.0.1:0"
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        match = re.fullmatch(r"sse-monitor canary listening on (http://127\.0\.0\.1:[1-9]\d*)\n", line)
+        assert match, f"unexpected first line {line!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        base = match.group(1)
+        for probe in ("livenessProbe", "readinessProbe"):
+            with urllib.request.urlopen(base + c[probe]["httpGet"]["path"], timeout=5) as response:
+                assert (response.status, response.read()) == (200, b"ok")
+        with urllib.request.urlopen(base + "/api/sse-canary?events=2&interval=0", timeout=5) as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            body = response.read().decode()
+        assert body.startswith("event: canary\n") and "id: 2\n" in body
+        assert re.search(r'event: done\ndata: \{"seq":2,"t":[0-9.]+\}\n\n\Z', body), body
+        proc.send_signal(signal.SIGTERM)  # the kubelet's stop, within the pod's grace period
+        assert proc.wait(timeout=pod["terminationGracePeriodSeconds"]) == 0
+    finally:
+        proc.kill()
+        proc.wait()

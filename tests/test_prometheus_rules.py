@@ -14,6 +14,7 @@ from conftest import ROOT, require_binary
 RULES = ROOT / "config/prometheus/rules/sse-monitor.rules.yml"
 SLO_RULES = ROOT / "config/prometheus/rules/sse-monitor-slo.rules.yml"
 REGION_RULES = ROOT / "config/prometheus/rules/sse-monitor-regions.rules.yml"
+CHAIN_RULES = ROOT / "config/prometheus/rules/sse-monitor-chain.rules.yml"
 RULE_FILES = sorted((ROOT / "config/prometheus/rules").glob("*.rules.yml"))
 PROMETHEUS_CONFIG = ROOT / "config/prometheus/prometheus.yml"
 ALERTMANAGER_CONFIG = ROOT / "config/alertmanager/alertmanager.yml"
@@ -69,8 +70,9 @@ def test_rules_pass_promtool_check_with_every_lint_and_no_warning(path):
     assert "warning" not in check.stdout.lower()
 
 
-def test_the_shipped_rule_files_are_the_three_expected():
-    assert RULE_FILES == sorted([RULES, SLO_RULES, REGION_RULES])
+def test_the_shipped_rule_files_are_the_four_expected():
+    assert RULE_FILES == sorted([RULES, SLO_RULES, REGION_RULES, CHAIN_RULES])
+    assert set(alerts(CHAIN_RULES)) == {"SSEChainIdleTimeoutTooShort", "SSEChainCheckFailed"}
 
 
 def test_the_region_quorum_lives_in_one_place():
@@ -127,9 +129,21 @@ def test_critical_alerts_go_to_the_pager_and_warnings_to_the_ticket_receiver(nam
 def test_the_three_probe_pages_and_the_monitor_alerts_exist():
     names = set(alerts(RULES))
     assert set(PROBE_PAGES) | {"SSEMonitorDown", "SSEProbeStale", "SSEProbeBufferingSuspected",
-                               "SSEProbeCompressedStream", "SSEProbeSilenceNearIdleTimeout"} == names
+                               "SSEProbeCompressedStream", "SSEProbeSilenceNearIdleTimeout",
+                               "SSEProbeResumeBroken"} == names
     for name in PROBE_PAGES:  # the daemon's own conditions, so both alert paths page under one name
         assert f'alertname="{name}"' in alerts()[name]["expr"]
+
+
+def test_the_resume_ticket_has_the_severity_the_daemon_pushes_and_reads_the_resume_gauge():
+    from monitor.alerting import SEVERITY
+    from monitor.result import ALERT_RESUME_BROKEN, PAGES
+
+    rule = alerts(RULES)[ALERT_RESUME_BROKEN]
+    assert rule["labels"]["severity"] == SEVERITY[ALERT_RESUME_BROKEN] == "warning"  # both paths: a ticket
+    assert ALERT_RESUME_BROKEN not in PAGES
+    assert rule["expr"].strip() == "sse_probe_resume_ok == 0"  # NaN (no check in the run) never matches
+    assert {name: SEVERITY[name] for name in PAGES} == {name: alerts(RULES)[name]["labels"]["severity"] for name in PAGES}
 
 
 def test_the_slo_alerts_exist_in_their_own_file():
@@ -140,7 +154,7 @@ def test_the_slo_alerts_exist_in_their_own_file():
 @pytest.mark.parametrize("name", sorted(alerts()))
 def test_every_alert_follows_the_mixin_conventions_and_has_a_runbook(name):
     rule = alerts()[name]
-    assert re.fullmatch(r"SSE(Probe|Monitor)[A-Z][A-Za-z]+", name)
+    assert re.fullmatch(r"SSE(Probe|Monitor|Chain)[A-Z][A-Za-z]+", name)
     assert rule["labels"]["severity"] in ("critical", "warning")
     summary = rule["annotations"]["summary"]
     assert "\n" not in summary and summary.endswith(".") and summary.count(". ") == 0, "one sentence"

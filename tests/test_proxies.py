@@ -9,18 +9,14 @@ them next to the same stream probed directly, and two of them through the daemon
 from __future__ import annotations
 
 import json
-import os
-import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, probe_json, require_binary
-from servers import DaemonProcess, ServerProcess, wait_until
+from conftest import probe_json
+from servers import DaemonProcess, Proxy, start_apache, start_caddy, start_nginx, wait_until
 
-PROXIES = ROOT / "config" / "proxies"
 CHAT = "/v1/chat/completions"
 STREAM = "tokens=20&rate=10"  # first token after 0.2 s (the simulator's default), then 20 tokens at 10/s: 2.1 s
 PAUSED = "tokens=4&rate=10&pause_after=2&pause=8"  # 8 s of silence after the 2nd token: past a 5 s proxy_read_timeout
@@ -28,46 +24,6 @@ TTFT_TOLERANCE = 0.050  # a proxy that streams adds well under this to the first
 
 
 # ---- the proxies ----------------------------------------------------------------------------------------------------
-
-
-def render(config: str, **values: str) -> str:
-    """A shipped config with its placeholders filled in; every placeholder must get a value, and only those."""
-    text = (PROXIES / config).read_text()
-    for name, value in values.items():
-        assert "{{" + name + "}}" in text, f"{config} has no placeholder {{{{{name}}}}}"
-        text = text.replace("{{" + name + "}}", value)
-    left = re.findall(r"\{\{\w+\}\}", text)
-    assert not left, f"{config}: placeholders without a value: {left}"
-    return text
-
-
-Proxy = ServerProcess  # a reverse proxy under test is one of our server processes
-
-
-def start_nginx(config: str, upstream: str, workdir: Path) -> Proxy:
-    binary = require_binary("nginx", "/usr/sbin/nginx")
-    port = free_port()
-    conf = workdir / "nginx.conf"
-    conf.write_text(render(config, LISTEN=f"127.0.0.1:{port}", UPSTREAM=upstream))
-    return ServerProcess([binary, "-p", f"{workdir}/", "-c", str(conf), "-g", "daemon off;"], port, "nginx", workdir)
-
-
-def start_apache(config: str, upstream: str, workdir: Path) -> Proxy:
-    binary = require_binary("apache2", "/usr/sbin/apache2")
-    port = free_port()
-    conf = workdir / "apache2.conf"
-    conf.write_text(render(config, LISTEN=f"127.0.0.1:{port}", UPSTREAM=upstream))
-    return ServerProcess([binary, "-d", str(workdir), "-f", str(conf), "-DFOREGROUND"], port, "apache2", workdir)
-
-
-def start_caddy(config: str, upstream: str, workdir: Path) -> Proxy:
-    binary = require_binary("caddy", "/usr/bin/caddy")
-    port = free_port()
-    conf = workdir / "Caddyfile"
-    conf.write_text(render(config, LISTEN_HOST="127.0.0.1", LISTEN_PORT=str(port), UPSTREAM=upstream))
-    home = {"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data"), "XDG_CONFIG_HOME": str(workdir / "config")}
-    argv = [binary, "run", "--config", str(conf), "--adapter", "caddyfile"]
-    return ServerProcess(argv, port, "caddy", workdir, env={**os.environ, **home})
 
 
 SERVERS = {"nginx": start_nginx, "apache": start_apache, "caddy": start_caddy}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import signal
 import subprocess
@@ -494,6 +495,132 @@ def test_timeline_steps(tokens, endless, drop_after, error_after, no_terminal, h
         else [("end", sent)]
     )
     assert got[sent + 1 :] == last  # and never a heartbeat when instant
+
+
+# ---- resumption: ids, Last-Event-ID / resume, and what a resumed stream does wrong on demand -------------------------
+
+USAGE = {"stream": True, "stream_options": {"include_usage": True}}  # so that openai-chat's end is END's
+RESUMED = {"none": 4, "restart": 1, "gap": 6, "duplicate": 3, "noids": 4}  # the first token after resuming after 3
+
+
+def with_ids(fmt: str, got: Got) -> list[tuple[str, str | None]]:
+    """(label, its `id:` or None) of each event."""
+    blocks = got.body.decode().split("\n\n")[:-1]
+    return list(zip(labels(fmt, got), [dict(ln.split(": ", 1) for ln in b.split("\n")).get("id") for b in blocks]))
+
+
+def expected(fmt: str, first: int, last: int, ids: bool = True) -> list[tuple[str, str | None]]:
+    tokens = [("token", str(i) if ids else None) for i in range(first, last + 1)]
+    return [(e, None) for e in PREAMBLE[fmt]] + tokens + [(e, None) for e in END[fmt]]
+
+
+def resumed(client: httpx.Client, link: str, how: str, last: str, **kw) -> Got:
+    """The stream at `link`, resumed after event `last` by a Last-Event-ID header or the `resume` parameter."""
+    if how == "header":
+        return fetch(client, link, "POST", json=USAGE, headers={"Last-Event-ID": last, **kw.pop("headers", {})}, **kw)
+    return fetch(client, f"{link}&resume={last}", "POST", json=USAGE, **kw)
+
+
+@pytest.mark.parametrize("fmt", ["openai-chat", "anthropic"])
+def test_ids_number_the_token_events_only_when_asked(base: str, client: httpx.Client, fmt: str) -> None:
+    got = fetch(client, url(base, fmt, tokens=3, ids=1, **FAST), "POST", json=USAGE)
+    assert with_ids(fmt, got) == expected(fmt, 1, 3)
+    assert b"id:" not in fetch(client, url(base, fmt, tokens=3, **FAST), "POST", json=USAGE).body
+    assert b"id:" not in fetch(client, url(base, fmt, tokens=3, ids=1, resume_fault="noids", **FAST)).body
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_format_resumes_after_the_last_event_id(base: str, client: httpx.Client, fmt: str) -> None:
+    got = resumed(client, url(base, fmt, tokens=3, **FAST), "header", "1")  # no ids=1: a resumed stream has ids
+    assert got.status == 200 and got.error is None
+    assert with_ids(fmt, got) == expected(fmt, 2, 3)
+    texts = [token_text(fmt, json.loads(d)) for _, name, d in got.events if label(fmt, name, d) == "token"]
+    assert texts == ["2\n", "3\n"]
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+@pytest.mark.parametrize("fault", list(RESUMED))
+@pytest.mark.parametrize("fmt", ["openai-chat", "anthropic"])
+def test_resume_faults(base: str, client: httpx.Client, fmt: str, fault: str, how: str) -> None:
+    got = resumed(client, url(base, fmt, tokens=8, resume_fault=fault, **FAST), how, "3")
+    assert got.status == 200 and got.error is None
+    assert with_ids(fmt, got) == expected(fmt, RESUMED[fault], 8, ids=fault != "noids")
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+@pytest.mark.parametrize("fmt", ["openai-chat", "anthropic"])
+def test_refuse_is_a_409_in_the_formats_error_body(base: str, client: httpx.Client, fmt: str, how: str) -> None:
+    link = url(base, fmt, tokens=3, resume_fault="refuse", **FAST)
+    r = client.post(link, headers={"Last-Event-ID": "2"}) if how == "header" else client.post(link + "&resume=2")
+    assert r.status_code == 409 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["error"]["message"] == "resumption refused (resume_fault=refuse)"
+    assert body["type"] == "error" if fmt == "anthropic" else body["error"]["type"] == "invalid_request_error"
+    assert with_ids(fmt, fetch(client, link, "POST", json=USAGE)) == expected(fmt, 1, 3, ids=False)  # not resumed
+
+
+@pytest.mark.parametrize("how, name", [("header", "'Last-Event-ID'"), ("query", "'resume'")])
+@pytest.mark.parametrize("fmt", ["openai-chat", "anthropic"])
+def test_an_invalid_event_id_is_a_400_naming_it(base: str, client: httpx.Client, fmt: str, how: str,
+                                                name: str) -> None:
+    for last in ("x", "-1", "2.0", ""):
+        link = url(base, fmt, tokens=3, **({} if how == "header" else {"resume": last}))
+        r = client.post(link, headers={"Last-Event-ID": last} if how == "header" else {})
+        assert r.status_code == 400 and name in r.json()["error"]["message"]
+
+
+def test_the_resume_parameter_wins_over_the_header(base: str, client: httpx.Client) -> None:
+    got = resumed(client, url(base, "anthropic", tokens=5, **FAST), "query", "3", headers={"Last-Event-ID": "1"})
+    assert with_ids("anthropic", got) == expected("anthropic", 4, 5)
+
+
+def sent_times(got: Got) -> list[tuple[float, float]]:
+    """(arrival, sim_sent) of each generic token."""
+    return [(t, json.loads(data)["sim_sent"]) for t, name, data in got.events if name == ""]
+
+
+def test_a_resumed_stream_is_paced_as_a_new_one(base: str, client: httpx.Client) -> None:
+    tokens = sent_times(resumed(client, url(base, "generic", tokens=5, ttft=0.2, rate=20), "header", "2"))
+    assert len(tokens) == 3 and 0.2 <= tokens[0][0] < 0.25  # the first resumed token comes after ttft
+    assert [sent - tokens[0][1] for _, sent in tokens] == pytest.approx([0, 0.05, 0.1], abs=0.008)
+
+
+@pytest.mark.parametrize("last, gaps", [("1", [0.3, 0.01]), ("2", [0.01])])
+def test_a_pause_is_kept_only_by_a_stream_that_sends_the_token_before_it(base: str, client: httpx.Client,
+                                                                          last: str, gaps: list[float]) -> None:
+    link = url(base, "generic", tokens=4, ttft=0, rate=100, pause_after=2, pause=0.29)
+    sent = [s for _, s in sent_times(resumed(client, link, "header", last))]
+    assert [b - a for a, b in zip(sent, sent[1:])] == pytest.approx(gaps, abs=0.008)
+
+
+@pytest.mark.parametrize("fault, again", [("none", False), ("duplicate", True)])
+def test_a_drop_then_a_resumption(base: str, client: httpx.Client, fault: str, again: bool) -> None:
+    """What a probe's resumption check does: the stream drops after token 2; the client resumes after id 2."""
+    link = url(base, "openai-chat", tokens=5, drop_after=2, ids=1, resume_fault=fault, **FAST)
+    cut = fetch(client, link, "POST", json=USAGE)
+    assert isinstance(cut.error, httpx.RemoteProtocolError)
+    assert with_ids("openai-chat", cut) == [("role", None), ("token", "1"), ("token", "2")]
+    got = resumed(client, link, "header", "2")
+    if again:  # token 2 comes again, and drop_after still means token 2: it drops again
+        assert isinstance(got.error, httpx.RemoteProtocolError)
+        assert with_ids("openai-chat", got) == [("role", None), ("token", "2")]
+    else:  # the drop after token 2 lies behind a stream resumed after it
+        assert got.error is None and with_ids("openai-chat", got) == expected("openai-chat", 3, 5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tokens=st.integers(0, 8), start=st.integers(1, 11), drop_after=st.none() | st.integers(0, 10))
+def test_a_resumed_timeline_counts_tokens_from_its_start(tokens, start, drop_after) -> None:
+    p = Params(tokens=tokens, drop_after=drop_after)
+
+    async def steps() -> list[tuple[str, int]]:
+        return [step async for step in timeline(p, 0.0, instant=True, start=start)]
+
+    # a drop after a token the stream sends (or, at 0, before its first when it starts at the first)
+    drop = drop_after if drop_after is not None and (drop_after >= start or drop_after == start - 1 == 0) else None
+    stop = min(max(start - 1, tokens), math.inf if drop is None else drop)
+    last = ("drop", stop) if stop == drop else ("end", min(stop, tokens))
+    assert asyncio.run(steps()) == [("preamble", 0), *[("token", i) for i in range(start, stop + 1)], last]
 
 
 # ---- in-process use and the process's life ---------------------------------------------------------------------------

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import select
 import socket
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from conftest import ROOT, require_binary
 from monitor.probe import run_probe
 from monitor.result import ProbeResult, ProbeSpec
 from monitor.timeline import outcome_strip_svg, sparkline_svg, timeline_svg
+from servers import run_on_pty
 
 CHAT = "/v1/chat/completions"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -256,35 +255,8 @@ def test_a_real_headless_browser_renders_the_page_without_errors(simulator, tmp_
 
 # ---- the live progress line -----------------------------------------------------------------------------------------
 
-def run_on_pty(*args: str) -> tuple[int, str, str]:
-    """Run `sse-monitor probe ARGS` with stderr on a real pseudo-terminal: (status, stdout, what the terminal got)."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "probe", *args], stdout=subprocess.PIPE,
-                            stderr=slave, cwd=ROOT)
-    os.close(slave)
-    received = bytearray()
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: every writer of the slave is gone
-                    break
-                if not chunk:
-                    break
-                received += chunk
-            elif proc.poll() is not None:
-                break
-        stdout = proc.communicate(timeout=30)[0]
-    finally:
-        os.close(master)
-    return proc.returncode, stdout.decode(), received.decode(errors="replace")
-
-
 def test_the_live_progress_line_on_a_terminal(simulator):
-    status, stdout, tty = run_on_pty(f"{simulator}{CHAT}?ttft=0.3&tokens=20&rate=10&heartbeat=0.3")
+    status, stdout, tty = run_on_pty("probe", f"{simulator}{CHAT}?ttft=0.3&tokens=20&rate=10&heartbeat=0.3")
     assert status == 0 and "OK: healthy" in stdout
     assert "TTFT 0.3" in tty and " events (" in tty and "longest silence" in tty
     updates = tty.count("\r\x1b[K")
@@ -294,7 +266,7 @@ def test_the_live_progress_line_on_a_terminal(simulator):
 
 
 def test_no_progress_line_with_json_or_without_a_terminal(simulator):
-    status, stdout, tty = run_on_pty("--json", f"{simulator}{CHAT}?tokens=5&rate=20")
+    status, stdout, tty = run_on_pty("probe", "--json", f"{simulator}{CHAT}?tokens=5&rate=20")
     assert status == 0 and json.loads(stdout)["token_events"] == 5
     assert tty == ""
     proc = subprocess.run([sys.executable, "-m", "monitor.cli", "probe", f"{simulator}{CHAT}?tokens=5&rate=20"],

@@ -64,6 +64,7 @@ from .expand import expand_env
 from .loading import check_config, load_config
 from .models import (
     AlertmanagerConfig,
+    ChainCheckConfig,
     DefaultsConfig,
     ExpectConfig,
     ModuleConfig,
@@ -112,6 +113,7 @@ from .values import (
 
 __all__ = [
     "AlertmanagerConfig",
+    "ChainCheckConfig",
     "ConfigError",
     "DefaultsConfig",
     "DIALECTS",

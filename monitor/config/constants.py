@@ -28,6 +28,7 @@ DEFAULT_JITTER = 5.0
 DEFAULT_LISTEN = "0.0.0.0:9108"
 DEFAULT_RESEND_INTERVAL = 60.0
 DEFAULT_ALERTMANAGER_TIMEOUT = 10.0
+DEFAULT_CHAIN_CHECK_INTERVAL = 86400.0  # a chain check holds ~17 connections for minutes: daily is plenty
 
 TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 LABEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -21,6 +21,7 @@ from .sources import _Document, _Overrides
 _REQUIRED = {
     "name": NAME_EXPECTED,
     "url": URL_EXPECTED,
+    "after_events": "expected the number of token events after which the connection is dropped and resumed",
 }
 
 

@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from monitor.chaincheck import DEFAULT_EXPECTED_DURATION, DEFAULT_MAX_IDLE, ChainCheckSpec
 from monitor.result import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_PROXY_IDLE_TIMEOUT,
@@ -23,10 +24,12 @@ from monitor.result import (
     DEFAULT_TIMEOUT,
     DEFAULT_TTFT_THRESHOLD,
     ProbeSpec,
+    ResumeSpec,
 )
 
 from .constants import (
     DEFAULT_ALERTMANAGER_TIMEOUT,
+    DEFAULT_CHAIN_CHECK_INTERVAL,
     DEFAULT_DIALECT,
     DEFAULT_HISTORY,
     DEFAULT_INTERVAL,
@@ -59,6 +62,7 @@ from .values import (
     OptionalModuleName,
     OptionalRegion,
     OptionalPositiveInt,
+    OptionalQueryParam,
     OptionalUrl,
     PositiveInt,
     Prompt,
@@ -85,6 +89,25 @@ class ExpectConfig(_Section):
     min_events: OptionalPositiveInt = Field(None, description="fewer token events is 'too_few_events'")
 
 
+class ResumeConfig(_Section):
+    """The resumption check: after `after_events` token events drop the connection, reconnect with the last event id
+    seen, and check that the stream continues right after it (SSEProbeResumeBroken when not)."""
+
+    after_events: PositiveInt = Field(description="token events before the connection is dropped")
+    header: Flag = Field(True, description="send the last event id as a Last-Event-ID header")
+    query_param: OptionalQueryParam = Field(None, description="also (or instead) send it as this query parameter")
+
+    @model_validator(mode="after")
+    def _sends_the_id(self) -> ResumeConfig:
+        if not self.header and self.query_param is None:
+            raise ValueError("expected header: true or a query_param to carry the last event id on the reconnect, "
+                             "got header: false and no query_param")
+        return self
+
+    def to_spec(self) -> ResumeSpec:
+        return ResumeSpec(after_events=self.after_events, header=self.header, query_param=self.query_param)
+
+
 class DefaultsConfig(_Section):
     """Settings every target inherits unless it sets its own."""
 
@@ -101,6 +124,7 @@ class DefaultsConfig(_Section):
     max_event_bytes: Size = DEFAULT_MAX_EVENT_BYTES
     max_stream_bytes: Size = DEFAULT_MAX_STREAM_BYTES
     max_events: PositiveInt = DEFAULT_MAX_EVENTS
+    resume: ResumeConfig | None = Field(None, description="the resumption check of every target that sets none")
     headers: Headers = Field(default_factory=dict, repr=False, description="merged under each target's headers")
     labels: Labels = Field(default_factory=dict, description="merged under each target's labels")
 
@@ -108,7 +132,7 @@ class DefaultsConfig(_Section):
 # target fields that fall back to the same-named field of `defaults`
 _INHERITED = (
     "dialect", "interval", "timeout", "idle_timeout", "proxy_idle_timeout", "prompt", "verify_tls", "max_event_bytes",
-    "max_stream_bytes", "max_events",
+    "max_stream_bytes", "max_events", "resume",
 )
 _INHERITED_EXPECT = ("ttft_threshold", "min_duration", "min_events")
 
@@ -134,6 +158,7 @@ class _ProbeSettings(_Section):
     max_event_bytes: Size = DEFAULT_MAX_EVENT_BYTES
     max_stream_bytes: Size = Field(DEFAULT_MAX_STREAM_BYTES, description="body bytes; more fails as too_many_bytes")
     max_events: PositiveInt = Field(DEFAULT_MAX_EVENTS, description="events and comments; more: too_many_events")
+    resume: ResumeConfig | None = Field(None, description="the resumption check; null: none")
 
     @property
     def body_bytes(self) -> bytes | None:
@@ -168,6 +193,7 @@ class _ProbeSettings(_Section):
             error_event=self.error_event,
             verify_tls=self.verify_tls,
             trace=trace,
+            resume=self.resume.to_spec() if self.resume is not None else None,
         )
 
     def inherit(self, defaults: DefaultsConfig) -> Any:
@@ -266,6 +292,24 @@ class AlertmanagerConfig(_Section):
     runbook_base_url: OptionalUrl = None
 
 
+class ChainCheckConfig(_Section):
+    """A scheduled `chain-check` of the proxy chain in front of an `sse-monitor canary`."""
+
+    name: TargetName = Field(description="unique; the Prometheus `chain` label")
+    url: Url = Field(description="the canary, reached through the chain; ${VAR} expanded")
+    interval: Duration = Field(DEFAULT_CHAIN_CHECK_INTERVAL, description="how often (a check lasts minutes)")
+    expected_duration: Duration = Field(DEFAULT_EXPECTED_DURATION, description="the longest stream you serve")
+    max_idle: Duration = Field(DEFAULT_MAX_IDLE, description="the longest silence tried")
+    max_duration: OptionalDuration = Field(None, description="how long a busy stream is kept open; null: twice "
+                                                             "expected_duration")
+    headers: Headers = Field(default_factory=dict, repr=False, description="sent with every trial, e.g. auth")
+    verify_tls: Flag = True
+
+    def to_spec(self) -> ChainCheckSpec:
+        return ChainCheckSpec(url=self.url, expected_duration=self.expected_duration, max_idle=self.max_idle,
+                              max_duration=self.max_duration, headers=dict(self.headers), verify_tls=self.verify_tls)
+
+
 class MonitorConfig(_Section):
     """The whole configuration. Build it with `load_config`; `source` is the file it came from.
 
@@ -279,6 +323,7 @@ class MonitorConfig(_Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
+    chain_checks: list[ChainCheckConfig] = Field(default_factory=list)
     region: OptionalRegion = Field(
         None, description="where this monitor probes from: a `region` label on every target's series and alert"
     )

@@ -153,17 +153,19 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[_Problem]:
     targets = data.get("targets")
     targets = targets if isinstance(targets, list) else []
 
-    first: dict[str, int] = {}  # unique names: the later one is the error
-    for i, target in enumerate(targets):
-        name = target.get("name") if isinstance(target, Mapping) else None
-        if not isinstance(name, str):
-            continue
-        if name in first:
-            problems.append(_Problem(
-                ("targets", i, "name"), f"expected a unique name, {name!r} is already used by targets[{first[name]}]"
-            ))
-        else:
-            first[name] = i
+    chains = data.get("chain_checks")
+    for section, items in (("targets", targets), ("chain_checks", chains if isinstance(chains, list) else [])):
+        first: dict[str, int] = {}  # unique names: the later one is the error
+        for i, item in enumerate(items):
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if not isinstance(name, str):
+                continue
+            if name in first:
+                problems.append(_Problem(
+                    (section, i, "name"), f"expected a unique name, {name!r} is already used by {section}[{first[name]}]"
+                ))
+            else:
+                first[name] = i
 
     header_maps: list[tuple[Loc, Any]] = [(("defaults", "headers"), defaults.get("headers"))]
     header_maps += [

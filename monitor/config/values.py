@@ -340,6 +340,18 @@ Labels = Annotated[dict[LabelName, LabelValue], BeforeValidator(_v_mapping("a ma
 EventTypes = Annotated[list[EventType], BeforeValidator(_v_list("a list of event types"))]
 Urls = Annotated[list[Url], BeforeValidator(_v_list("a list of http or https URLs"))]
 Body = Annotated[dict[str, Any] | str | None, BeforeValidator(_v_body)]
+_QUERY_PARAM_RE = re.compile(r"^[A-Za-z0-9_.~-]{1,64}$")
+
+
+def _v_query_param(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _QUERY_PARAM_RE.fullmatch(value):
+        raise ValueError(f"expected a query parameter name of 1 to 64 letters, digits and _ . ~ -, got {_describe(value)}")
+    return value
+
+
+OptionalQueryParam = Annotated[str | None, BeforeValidator(_v_query_param)]
 ModuleName = Annotated[str, BeforeValidator(_v_name)]
 OptionalModuleName = Annotated[str | None, BeforeValidator(_optional(_v_name))]
 OptionalRegion = Annotated[str | None, BeforeValidator(_optional(_string_checker("a region name (a label value)")))]

@@ -1,0 +1,316 @@
+"""`sse-monitor chain-check` through chains of real proxies in front of a real `sse-monitor canary`.
+
+nginx, HAProxy, Apache and Caddy from Debian's packages run the configs shipped in config/proxies/ (placeholders
+filled in; where a case needs a shorter timeout, the one line changed is shown in the test). The canary and the
+check run as the commands users run. Every check asks for streams expected to last a few seconds, so that the
+searches end in seconds too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import ROOT, sse_monitor
+from servers import DaemonProcess, Proxy, run_on_pty, start_apache, start_caddy, start_haproxy, start_nginx, wait_until
+
+SERVERS = {"nginx": start_nginx, "apache": start_apache, "caddy": start_caddy, "haproxy": start_haproxy}
+QUICK = ("--expected-duration", "2", "--max-idle", "4")  # timeouts must be 4 s or more; silences tried up to 4 s
+PATH = "/v1/sse-canary"  # under /v1/, where the shipped configs route streams
+
+
+@pytest.fixture(scope="module")
+def canary() -> Iterator[str]:
+    """`sse-monitor canary` as its own process; yields its host:port."""
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "canary", "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"canary did not start: {line!r} {proc.stderr.read()}")
+    yield line.rsplit("//", 1)[-1].strip()
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def chain(canary, tmp_path) -> Iterator[Callable[..., Proxy]]:
+    """`chain((server, config), ...)`: proxies in front of the canary, the first one being the one clients reach;
+    returns it. A config may be given as (server, config, edit) with edit(text) -> text."""
+    started: list[Proxy] = []
+
+    def build(*hops: tuple) -> Proxy:
+        upstream = canary
+        for n, (server, config, *edit) in enumerate(reversed(hops)):
+            workdir = tmp_path / f"{len(started)}-{server}"
+            workdir.mkdir()
+            proxy = SERVERS[server](config, upstream, workdir, *edit)
+            started.append(proxy)
+            upstream = f"127.0.0.1:{proxy.port}"
+        return started[-1]
+
+    yield build
+    for p in started:
+        p.stop()
+
+
+def chain_check(url: str, *args: str, timeout: float = 120) -> tuple[int, dict]:
+    proc = sse_monitor("chain-check", "--json", url, *args, timeout=timeout)
+    assert proc.stdout.strip(), f"no output (exit {proc.returncode}); stderr: {proc.stderr}"
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def checks(report: dict) -> dict[str, bool | None]:
+    return {c["name"]: c["ok"] for c in report["checks"]}
+
+
+def all_at_once(*jobs: Callable[[], tuple[int, dict]]) -> list[tuple[int, dict]]:
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return [f.result() for f in [pool.submit(job) for job in jobs]]
+
+
+# ---- idle timeouts ----------------------------------------------------------------------------------------------------
+
+
+def test_the_shortest_idle_timeout_of_a_chain_is_found_wherever_the_hop_is(chain):
+    # clients reach nginx (proxy_read_timeout 5s), which reaches HAProxy (timeout server 3s), which reaches the canary
+    front = chain(("nginx", "nginx-short-timeout.conf"), ("haproxy", "haproxy-short-timeout.cfg"))
+    nginx_alone = chain(("nginx", "nginx-short-timeout.conf"))
+    haproxy_alone = chain(("haproxy", "haproxy-short-timeout.cfg"))
+    args = ("--expected-duration", "3", "--max-idle", "8")
+    (status, both), (_, nginx), (_, haproxy) = all_at_once(
+        *(lambda p=p: chain_check(p.url + PATH, *args) for p in (front, nginx_alone, haproxy_alone)))
+
+    for report, timeout in ((both, 3.0), (nginx, 5.0), (haproxy, 3.0)):
+        idle = report["idle_timeout"]
+        assert idle["seconds"] == pytest.approx(timeout, abs=max(0.05 * timeout, 0.1)), idle
+        assert idle["low_seconds"] < timeout <= idle["high_seconds"], idle
+        assert idle["high_seconds"] - idle["low_seconds"] <= 1.0, idle  # to within 5 % or 1 s
+        assert idle["cut"] == "closed", idle  # both close the connection mid-body (no end of the chunked body)
+    assert status == 1 and checks(both)["idle_timeout"] is False  # 3 s < twice the expected 3 s
+    assert checks(both)["buffering"] and checks(both)["heartbeats"] and checks(both)["compression"]
+    interval = next(c for c in both["checks"] if c["name"] == "heartbeat_interval")
+    assert interval["ok"] and "1.5" in interval["finding"], interval  # below half of 3 s
+
+
+def test_a_buffering_hop_that_times_out_loses_what_it_held(chain):
+    # nginx's buffering defaults with proxy_read_timeout shortened to 3s: the silent stream's first event sits in
+    # nginx's buffer; when the timeout fires nginx sends the response headers and closes, the event never delivered
+    def shorten(text: str) -> str:
+        return text.replace("proxy_pass http://", "proxy_read_timeout 3s;\n            proxy_pass http://", 1)
+
+    front = chain(("nginx", "nginx-default-buffered.conf", shorten))
+    status, report = chain_check(front.url + PATH, "--expected-duration", "3", "--max-idle", "8")
+    idle = report["idle_timeout"]
+    assert idle["cut"] == "closed", idle
+    assert idle["seconds"] == pytest.approx(3.0, abs=0.15), idle  # timed from the request: nothing came through
+    assert report["buffering"]["buffered"] and status == 1
+
+
+# ---- buffering and compression ----------------------------------------------------------------------------------------
+
+
+def test_nginx_buffering_defaults_hold_kilobytes_and_the_apps_header_turns_them_off(chain):
+    front = chain(("nginx", "nginx-default-buffered.conf"))
+    status, report = chain_check(front.url + PATH, *QUICK)
+    held = report["buffering"]
+    # proxy_buffer_size 4k (one memory page here): events come out 4 KiB at a time, up to ~0.5 s late at 8 KiB/s
+    assert held["buffered"] and 3 * 1024 <= held["held_bytes"] <= 9 * 1024, held
+    assert 0.25 <= held["held_seconds"] <= 1.5, held
+    assert not held["whole_response"]
+    assert not report["buffering_with_x_accel_buffering_no"]["buffered"]  # nginx honours the app's header
+    hb = report["heartbeats"]
+    assert not hb["real_time"] and hb["held_seconds"] > 1.0, hb  # tiny comments wait for the buffer: the end
+    assert status == 1
+    verdict = checks(report)
+    assert verdict["buffering"] is False and verdict["heartbeats"] is False and verdict["heartbeat_interval"] is False
+    assert verdict["compression"] and verdict["idle_timeout"]
+
+
+def test_haproxy_without_http_no_delay_holds_every_event_for_a_fifth_of_a_second(chain):
+    def default_delay(text: str) -> str:
+        return text.replace("    option http-no-delay\n", "")
+
+    front = chain(("haproxy", "haproxy-sse.cfg", default_delay))
+    status, report = chain_check(front.url + PATH, *QUICK)
+    held, hb = report["buffering"], report["heartbeats"]
+    assert held["buffered"] and 0.15 <= held["late_p90_seconds"] <= 0.3, held  # HAProxy 2.6 here: ~0.21 s
+    assert not hb["real_time"] and 0.15 <= hb["late_p90_seconds"] <= 0.3, hb
+    assert status == 1 and checks(report)["buffering"] is False
+
+
+def test_compression_added_by_apache_mod_deflate_or_nginx_gzip_fails_the_check(chain):
+    apache = chain(("apache", "apache-deflate.conf"))
+    nginx = chain(("nginx", "nginx-gzip.conf"))
+    for status, report in all_at_once(lambda: chain_check(apache.url + PATH, *QUICK),
+                                      lambda: chain_check(nginx.url + PATH, *QUICK)):
+        assert report["compression"]["content_encoding"] == "gzip", report["compression"]
+        assert checks(report)["compression"] is False
+        assert status == 1
+
+
+def test_the_seeds_recommended_proxies_pass_every_check(chain, canary):
+    fronts = [chain(("nginx", "nginx-sse.conf")), chain(("caddy", "Caddyfile")),
+              chain(("apache", "apache-sse.conf")), chain(("haproxy", "haproxy-sse.cfg"))]
+    urls = [f"http://{canary}{PATH}"] + [p.url + PATH for p in fronts]
+    for url, (status, report) in zip(urls, all_at_once(*(lambda u=u: chain_check(u, *QUICK) for u in urls))):
+        failed = [c for c in report["checks"] if c["ok"] is not True]
+        assert status == 0 and report["ok"] and not failed, (url, failed)
+        assert report["buffering"]["late_p90_seconds"] < 0.05, (url, report["buffering"])
+        assert report["idle_timeout"]["seconds"] is None and report["stream_length"]["cap_seconds"] is None
+        assert report["heartbeats"]["received"] == report["heartbeats"]["sent"]
+
+
+# ---- stream length and how cuts look ----------------------------------------------------------------------------------
+
+
+class CappingRelay:
+    """A TCP relay that resets every connection `cap` seconds after it opened: a hard limit on a stream's total
+    time, as some load balancers and API gateways have. None of the proxy packages here has one."""
+
+    RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: closing sends a reset
+
+    def __init__(self, upstream: str, cap: float) -> None:
+        self.upstream, self.cap = upstream.split(":"), cap
+        self.loop = asyncio.new_event_loop()
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._relay, "127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        origin_in, origin_out = await asyncio.open_connection(self.upstream[0], int(self.upstream[1]))
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+        pipes = asyncio.gather(pipe(client_in, origin_out), pipe(origin_in, client_out), return_exceptions=True)
+        await asyncio.wait([pipes], timeout=self.cap)
+        for writer in (client_out, origin_out):
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, self.RESET)
+            writer.transport.abort()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def test_a_cap_on_a_streams_total_time_is_found_and_told_from_an_idle_timeout(canary):
+    relay = CappingRelay(canary, cap=3.0)
+    try:
+        status, report = chain_check(relay.url + PATH, "--expected-duration", "3", "--max-idle", "2",
+                                     "--max-duration", "6")
+    finally:
+        relay.close()
+    length = report["stream_length"]
+    assert length["cap_seconds"] == pytest.approx(3.0, abs=0.2), length
+    assert length["cut"] == "reset" and not length["cut_by_idle_timeout"], length
+    assert report["idle_timeout"]["seconds"] is None  # silences up to 2 s pass: the cut is not about silence
+    assert checks(report)["stream_length"] is False and status == 1
+
+
+# ---- what it is pointed at ----------------------------------------------------------------------------------------------
+
+
+def test_a_url_without_a_canary_is_reported_not_measured(simulator):
+    status, report = chain_check(simulator + "/v1/stream?tokens=3", *QUICK)
+    assert status == 1 and not report["reachable"] and not report["ok"]
+    assert "canary" in report["problem"], report["problem"]
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    status, report = chain_check(f"http://127.0.0.1:{port}/", *QUICK)
+    assert status == 1 and not report["reachable"] and "connect_error" in report["problem"], report["problem"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("ftp://example.com/",), "http:// or https://"),
+    (("http://127.0.0.1:1/", "--max-idle", "-1"), "--max-idle"),
+    (("http://127.0.0.1:1/", "-H", "no colon"), "-H"),
+])
+def test_usage_errors_exit_2_and_say_what_is_wrong(args, message):
+    proc = sse_monitor("chain-check", *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_the_human_report_names_each_check_with_its_finding(chain):
+    front = chain(("nginx", "nginx-default-buffered.conf"))
+    proc = sse_monitor("chain-check", front.url + PATH, *QUICK, timeout=60)
+    out = proc.stdout
+    assert proc.returncode == 1
+    assert "FAIL  buffering" in out and "KiB" in out and "-> turn buffering off" in out, out
+    assert "PASS  compression" in out and "verdict: fails: buffering" in out, out
+
+
+def test_secrets_in_headers_stay_out_of_the_report(canary):
+    url = f"http://{canary}{PATH}?token=s3cr3t-in-url"
+    proc = sse_monitor("chain-check", "--json", url, "-H", "Authorization: Bearer s3cr3t-in-header", *QUICK, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "s3cr3t" not in proc.stdout + proc.stderr
+
+
+# ---- the daemon: chain checks on a schedule ---------------------------------------------------------------------------
+
+
+def test_the_daemon_checks_each_chain_on_its_schedule_and_exports_the_findings(chain, canary, tmp_path):
+    short = chain(("nginx", "nginx-short-timeout.conf"))  # proxy_read_timeout 5s
+    good = chain(("nginx", "nginx-sse.conf"))
+    # interval 10s: the first check of a chain comes within its interval, spread by name (these two: ~0.4 s, ~1.6 s)
+    config = f"""
+chain_checks:
+  - name: timeout-5s
+    url: {short.url}{PATH}
+    interval: 10s
+    expected_duration: 3s
+    max_idle: 8s
+  - name: ok-chain
+    url: {good.url}{PATH}
+    interval: 10s
+    expected_duration: 2s
+    max_idle: 4s
+    headers: {{Authorization: "Bearer s3cr3t-chain-token"}}
+"""
+    daemon = DaemonProcess(config, tmp_path)
+    try:
+        wait_until(lambda: daemon.sample("sse_chain_check_ok", chain="timeout-5s") is not None
+                   and daemon.sample("sse_chain_check_ok", chain="ok-chain") is not None, 40, "both chain checks")
+        s = daemon.sample
+        assert s("sse_chain_idle_timeout_seconds", chain="timeout-5s") == pytest.approx(5.0, abs=0.25)
+        assert s("sse_chain_check_ok", chain="timeout-5s") == 0
+        assert s("sse_chain_check_passed", chain="timeout-5s", check="idle_timeout") == 0  # 5 s < twice 3 s
+        assert s("sse_chain_check_passed", chain="timeout-5s", check="buffering") == 1
+        assert s("sse_chain_expected_duration_seconds", chain="timeout-5s") == 3
+        assert s("sse_chain_check_ok", chain="ok-chain") == 1
+        assert s("sse_chain_idle_timeout_seconds", chain="ok-chain") == float("inf")  # nothing cut up to 4 s
+        assert s("sse_chain_idle_timeout_searched_seconds", chain="ok-chain") == 4
+        assert s("sse_chain_buffered_bytes", chain="ok-chain") == 0 and s("sse_chain_compressed", chain="ok-chain") == 0
+        assert s("sse_chain_heartbeat_delay_seconds", chain="ok-chain") < 0.05
+        reports = daemon.get("/api/v1/chain-checks").json()
+        assert reports["timeout-5s"]["idle_timeout"]["cut"] == "closed"
+        assert {c["name"] for c in reports["ok-chain"]["checks"]} == {
+            "buffering", "compression", "content_length", "heartbeats", "idle_timeout", "heartbeat_interval",
+            "stream_length"}
+        finished = [e for e in daemon.log_events() if e.get("event") == "chain_check_finished"]
+        assert {e["chain"] for e in finished} == {"timeout-5s", "ok-chain"}
+        assert "s3cr3t" not in daemon.logs() + daemon.metrics_text() + json.dumps(reports)
+    finally:
+        daemon.stop()
+
+
+def test_the_step_under_way_shows_on_a_terminal_and_is_cleared(canary):
+    status, stdout, tty = run_on_pty("chain-check", f"http://{canary}{PATH}", *QUICK)
+    assert status == 0 and "verdict: the chain passes" in stdout
+    assert "reaching the canary" in tty and "idle timeout: silences of 1 to 4 s" in tty, tty
+    assert "\n" not in tty and tty.endswith("\r\x1b[K")  # one line rewritten in place, cleared at the end
+    status, stdout, tty = run_on_pty("chain-check", "--json", f"http://{canary}{PATH}", *QUICK)
+    assert status == 0 and json.loads(stdout)["ok"] and tty == ""
