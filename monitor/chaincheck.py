@@ -85,6 +85,11 @@ class Trial:
     last_byte: float | None = None  # arrival of the last event or comment (None: none came)
 
     @property
+    def refused(self) -> bool:
+        """The canary turned the request down (400: longer or larger than its --max-duration allows)."""
+        return self.result.status_code == 400 and not self.canary
+
+    @property
     def ended_at(self) -> float:
         return self.result.duration_seconds
 
@@ -256,7 +261,10 @@ async def idle_timeout(spec: ChainCheckSpec, progress: Progress) -> IdleTimeout:
         for s, trial in zip(silences, trials):
             passed = trial.done
             entry = {"silence_seconds": s, "passed": passed}
-            if passed:
+            if trial.refused:
+                entry["refused_by_canary"] = True
+                refused.append(s)
+            elif passed:
                 found.low = max(found.low, s)
             else:
                 found.high = s if found.high is None else min(found.high, s)
@@ -267,9 +275,12 @@ async def idle_timeout(spec: ChainCheckSpec, progress: Progress) -> IdleTimeout:
             found.trials.append(entry)
         found.trials.sort(key=lambda e: e["silence_seconds"])
 
+    refused: list[float] = []
     ladder = _ladder(spec.max_idle)
     progress(f"idle timeout: silences of {ladder[0]:g} to {ladder[-1]:g} s, all at once")
     await attempt(ladder)
+    if refused:  # the canary's --max-duration is shorter than --max-idle: the search ends below it
+        found.searched_up_to = max([s for s in ladder if s < min(refused)], default=0.0)
     if found.high is None:
         return found
     hint = statistics.median(cut_silences) if cut_silences else None
@@ -322,6 +333,7 @@ class ChainReport:
     idle: IdleTimeout | None = None
     length: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    unmeasured: dict[str, str] = field(default_factory=dict)  # check -> why its trial gave nothing to judge by
 
     @property
     def ok(self) -> bool:
@@ -375,6 +387,11 @@ async def check_chain(spec: ChainCheckSpec, progress: Progress = lambda _: None)
         run_trial(spec, "stream length", length_bound, events=2, interval=0, silence_after=1, silence=length_bound,
                   heartbeat=LENGTH_HEARTBEAT),
     )
+    for name, trial in (("buffering", plain), ("compression", gzipped), ("heartbeats", beats)):
+        if not trial.events and not trial.comments:  # the trial itself failed: nothing to judge the chain by
+            r = trial.result
+            report.unmeasured[name] = ("the canary refused the trial (its --max-duration is below "
+                                       f"{lasts:g} s)" if trial.refused else f"{r.outcome} ({r.reason}) {r.detail}".strip())
     report.buffering = delivery(plain, DELIVERY["events"])
     report.buffering_accel_no = delivery(accel, DELIVERY["events"])
     report.content_encoding = gzipped.result.response_headers.get("content-encoding")
@@ -414,6 +431,9 @@ def _length(trial: Trial, bound: float, idle: IdleTimeout) -> dict[str, Any]:
                            "cap_seconds": None, "cut": None, "cut_by_idle_timeout": False}
     if trial.done:
         return out
+    if trial.refused:  # longer than the canary's --max-duration allows: nothing was tried
+        out["searched_up_to_seconds"], out["refused_by_canary"] = 0.0, True
+        return out
     out["cut"] = trial.cut()
     beats = [at for at, _ in trial.comments]
     if not beats or trial.ended_at - beats[-1] > 4 * LENGTH_HEARTBEAT:  # heartbeats stopped coming out well before
@@ -439,7 +459,9 @@ def verdicts(report: ChainReport, spec: ChainCheckSpec) -> list[Check]:
     checks: list[Check] = []
     twice = 2 * spec.expected_duration
     b, accel = report.buffering, report.buffering_accel_no
-    if b is not None:
+    for name, why in report.unmeasured.items():
+        checks.append(Check(name, None, f"not measured: {why}"))
+    if b is not None and "buffering" not in report.unmeasured:
         if not b.buffered:
             checks.append(Check("buffering", True, f"off: events came out within {b.late_p90_seconds * 1000:.0f} ms "
                                 "(p90) of being written"))
@@ -450,7 +472,9 @@ def verdicts(report: ChainReport, spec: ChainCheckSpec) -> list[Check]:
                                 "turn buffering off for the streaming route at every hop (nginx: proxy_buffering off; "
                                 "HAProxy: option http-no-delay; the app: X-Accel-Buffering: no)"))
     encoding, late = report.content_encoding, report.compression
-    if encoding:
+    if "compression" in report.unmeasured:
+        pass
+    elif encoding:
         how = f"; events {_held(late)}" if late is not None and late.buffered else "; events still came out on time"
         checks.append(Check("compression", False, f"the chain adds Content-Encoding: {encoding}{how}",
                             "turn compression off for text/event-stream (nginx: gzip off; Apache: SetEnv no-gzip 1)"))
@@ -462,7 +486,7 @@ def verdicts(report: ChainReport, spec: ChainCheckSpec) -> list[Check]:
                         f"Content-Length: {length_header} added: the chain buffers whole responses",
                         "" if length_header is None else "stream the response (no buffering) at every hop"))
     hb = report.heartbeats
-    if hb:
+    if hb and "heartbeats" not in report.unmeasured:
         ok = bool(hb.get("real_time"))
         finding = (f"comment lines pass in real time ({hb['received']} of {hb['sent']}, p90 {hb['late_p90_seconds'] * 1000:.0f} ms late)"
                    if ok else f"comment lines do not pass in real time: {hb['received']} of {hb['sent']} arrived"
@@ -477,6 +501,9 @@ def verdicts(report: ChainReport, spec: ChainCheckSpec) -> list[Check]:
             ok = True if idle.searched_up_to >= twice else None
             finding = f"no silence up to {idle.searched_up_to:g} s was cut"
             advice = "" if ok else f"search further (--max-idle {twice:g}) to prove {twice:g} s"
+            if any(t.get("refused_by_canary") for t in idle.trials):
+                finding += " (the canary refused longer silences)"
+                advice = f"start the canary with --max-duration of at least {spec.max_idle:g} s"
         else:
             ok = idle.seconds >= twice
             finding = (f"{idle.seconds:.2f} s (silences of {idle.low:g} s pass, {idle.high:g} s are cut; "
@@ -485,7 +512,9 @@ def verdicts(report: ChainReport, spec: ChainCheckSpec) -> list[Check]:
                                     f"(twice the expected stream of {spec.expected_duration:g} s)")
         checks.append(Check("idle_timeout", ok, finding, advice))
         shortest = min(timeouts) if timeouts else None
-        if not hb.get("real_time"):
+        if "heartbeats" in report.unmeasured:
+            checks.append(Check("heartbeat_interval", None, "not known: the heartbeats were not measured"))
+        elif not hb.get("real_time"):
             checks.append(Check("heartbeat_interval", False, "no interval helps while the chain holds comment lines "
                                 "back (see heartbeats)", "fix buffering first, then run the check again"))
         elif shortest is not None:
@@ -503,6 +532,9 @@ def verdicts(report: ChainReport, spec: ChainCheckSpec) -> list[Check]:
             ok = True if length["searched_up_to_seconds"] >= twice else None
             finding = f"a busy stream lasted {length['searched_up_to_seconds']:g} s uncut"
             advice = "" if ok else f"search further (--max-duration {twice:g})"
+            if length.get("refused_by_canary"):
+                finding = f"not measured: the canary refused a stream of {spec.duration_bound:g} s"
+                advice = f"start the canary with --max-duration of at least {spec.duration_bound:g} s"
         elif length.get("cut_by_idle_timeout"):
             ok, finding = False, (f"a stream with heartbeats every {LENGTH_HEARTBEAT:g} s was cut after {cap:.1f} s "
                                   "because its heartbeats were held back (an idle timeout downstream)")
@@ -512,6 +544,7 @@ def verdicts(report: ChainReport, spec: ChainCheckSpec) -> list[Check]:
             finding = f"a busy stream is cut after {cap:.1f} s ({length['cut']})"
             advice = "" if ok else f"raise the hop's maximum stream or request time to at least {twice:g} s"
         checks.append(Check("stream_length", ok, finding, advice))
+    checks.sort(key=lambda c: CHAIN_CHECKS.index(c.name))
     return checks
 
 
@@ -535,8 +568,11 @@ def summary(report: ChainReport) -> str:
         if c.advice and c.ok is not True:
             lines.append(f"  {'':<4}  {'':<{width}}  -> {c.advice}")
     failed = [c.name for c in report.checks if c.ok is False]
-    lines.append(f"verdict: {'the chain passes the checklist' if report.ok else 'fails: ' + ', '.join(failed)}"
-                 f" (streams expected to last up to {report.expected_duration:g} s)")
+    unknown = [c.name for c in report.checks if c.ok is None]
+    verdict = ("fails: " + ", ".join(failed) if failed else
+               "passes what could be measured; not known: " + ", ".join(unknown) if unknown else
+               "the chain passes the checklist")
+    lines.append(f"verdict: {verdict} (streams expected to last up to {report.expected_duration:g} s)")
     return "\n".join(lines)
 
 

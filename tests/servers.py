@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +192,22 @@ def run_on_pty(command: str, *args: str) -> tuple[int, str, str]:
     finally:
         os.close(master)
     return proc.returncode, stdout.decode(), received.decode(errors="replace")
+
+
+@contextlib.contextmanager
+def running_canary(*args: str) -> Iterator[str]:
+    """`sse-monitor canary ARGS` as its own process; yields its host:port."""
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "canary", "--listen", "127.0.0.1:0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"canary did not start: {line!r} {proc.stderr.read()}")
+    try:
+        yield line.rsplit("//", 1)[-1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 # ---- reverse proxies: the shipped configs in config/proxies/, placeholders filled in -----------------------------

@@ -12,16 +12,14 @@ import asyncio
 import json
 import socket
 import struct
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, sse_monitor
-from servers import DaemonProcess, Proxy, run_on_pty, start_apache, start_caddy, start_haproxy, start_nginx, wait_until
+from conftest import sse_monitor
+from servers import DaemonProcess, Proxy, run_on_pty, running_canary, start_apache, start_caddy, start_haproxy, start_nginx, wait_until
 
 SERVERS = {"nginx": start_nginx, "apache": start_apache, "caddy": start_caddy, "haproxy": start_haproxy}
 QUICK = ("--expected-duration", "2", "--max-idle", "4")  # timeouts must be 4 s or more; silences tried up to 4 s
@@ -30,16 +28,8 @@ PATH = "/v1/sse-canary"  # under /v1/, where the shipped configs route streams
 
 @pytest.fixture(scope="module")
 def canary() -> Iterator[str]:
-    """`sse-monitor canary` as its own process; yields its host:port."""
-    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "canary", "--listen", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise RuntimeError(f"canary did not start: {line!r} {proc.stderr.read()}")
-    yield line.rsplit("//", 1)[-1].strip()
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_canary() as where:
+        yield where
 
 
 @pytest.fixture
@@ -231,6 +221,16 @@ def test_a_url_without_a_canary_is_reported_not_measured(simulator):
     closed.close()
     status, report = chain_check(f"http://127.0.0.1:{port}/", *QUICK)
     assert status == 1 and not report["reachable"] and "connect_error" in report["problem"], report["problem"]
+
+
+def test_what_the_canary_refuses_to_serve_is_reported_as_not_measured_not_as_a_cut():
+    with running_canary("--max-duration", "3") as short:  # the check asks for 5 s trials, 8 s silences, 10 s streams
+        status, report = chain_check(f"http://{short}{PATH}", "--expected-duration", "5", "--max-idle", "8")
+    verdict = checks(report)
+    assert verdict["buffering"] is None and verdict["compression"] is None and verdict["stream_length"] is None
+    assert verdict["idle_timeout"] is None and report["idle_timeout"]["seconds"] is None
+    assert report["idle_timeout"]["searched_up_to_seconds"] == 2  # 4 and 8 s were refused, not cut
+    assert verdict["heartbeats"] and status == 0  # nothing failed: only less is known
 
 
 @pytest.mark.parametrize("args, message", [

@@ -10,7 +10,7 @@ import yaml
 
 from conftest import ROOT, free_port
 from dashboards.generate import all_queries
-from servers import DaemonProcess, RecordingServer, start_prometheus, wait_until
+from servers import DaemonProcess, RecordingServer, running_canary, start_nginx, start_prometheus, wait_until
 
 RULE_FILES = sorted((ROOT / "config/prometheus/rules").glob("*.rules.yml"))
 CHAT = "/v1/chat/completions"
@@ -30,7 +30,7 @@ TARGETS = {
 }
 
 
-def daemon_config(simulator: str, alertmanager: str) -> str:
+def daemon_config(simulator: str, alertmanager: str, chain: str) -> str:
     targets = "".join(
         f"  - name: {name}\n    url: \"{simulator}{CHAT}?{query}\"\n{extra}" for name, (query, extra) in TARGETS.items()
     )
@@ -39,6 +39,9 @@ def daemon_config(simulator: str, alertmanager: str) -> str:
         # 4 slots for 8 targets, one of them never ending: runs wait for a slot (sse_monitor_probe_waits_total)
         f"scheduler: {{jitter: 0s, max_concurrent: 4}}\nalertmanager: {{urls: [\"{alertmanager}\"], resend_interval: 5s}}\n"
         f"targets:\n{targets}"
+        # SSEChainIdleTimeoutTooShort, SSEChainCheckFailed: nginx's proxy_read_timeout 5s is less than twice 3 s; the
+        # first check comes within the interval, spread by name (this one: ~0.4 s), and takes ~11 s
+        f"chain_checks:\n  - {{name: timeout-5s, url: \"{chain}\", interval: 10s, expected_duration: 3s, max_idle: 8s}}\n"
     )
 
 
@@ -75,9 +78,20 @@ def empty(prom_url: str, expr: str) -> bool:
 
 
 def test_every_dashboard_query_and_alert_rule_returns_data_from_the_real_daemon(simulator, tmp_path):
+    with running_canary() as canary:
+        nginx_dir = tmp_path / "nginx"
+        nginx_dir.mkdir()
+        nginx = start_nginx("nginx-short-timeout.conf", canary, nginx_dir)
+        try:
+            every_query_and_rule_returns_data(simulator, f"{nginx.url}/v1/sse-canary", tmp_path)
+        finally:
+            nginx.stop()
+
+
+def every_query_and_rule_returns_data(simulator: str, chain: str, tmp_path) -> None:
     alertmanager = RecordingServer()
     # with a region (SSE_MONITOR_REGION), as a multi-region setup runs: every series carries it, the region rules see it
-    daemon = DaemonProcess(daemon_config(simulator, alertmanager.url), tmp_path, args=["--web.enable-lifecycle"],
+    daemon = DaemonProcess(daemon_config(simulator, alertmanager.url, chain), tmp_path, args=["--web.enable-lifecycle"],
                            env={"SSE_MONITOR_REGION": "eu-west"})
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
