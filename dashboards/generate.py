@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 if __name__ == "__main__":  # run as a script: make the project importable from a plain checkout too
     sys.path.insert(0, str(HERE.parent))
 
+from monitor.chaincheck import LATE as CHAIN_LATE
 from monitor.daemon import LAG_BOUND_SECONDS
 from monitor.result import DEFAULT_TTFT_THRESHOLD
 
@@ -521,6 +522,94 @@ def firing_alerts() -> statetimeline.Panel:
     ).height(8).span(8)
 
 
+CHAIN_BY = "chain, region"  # one row per chain and region (SSE_MONITOR_REGION: one daemon per region checks its own)
+# +Inf, as Grafana holds it (a value mapping matches String(value))
+INF = "Infinity"
+NOT_MEASURED = ("not measured", "text")  # NaN: the last check did not reach the canary
+
+
+def chain_table() -> table.Panel:
+    colored = prop("custom.cellOptions", {"type": "color-background", "mode": "basic"})
+    text = prop("custom.cellOptions", {"type": "color-text"})
+
+    def worst(fn: str, metric: str) -> str:
+        return f"{fn} by ({CHAIN_BY}) ({metric}{{{J}}})"
+
+    columns = [  # header, instant query, field properties
+        (
+            "Verdict",
+            f"min by ({CHAIN_BY}) (sse_chain_check_ok{{{J}}} + sse_chain_canary_reachable{{{J}}})",
+            [prop("mappings", mapping({"2": ("passes", "green"), "1": ("fails", "red"), "0": ("canary not reached", "red")})), colored],
+        ),
+        ("Idle timeout", worst("min", "sse_chain_idle_timeout_seconds"),
+         [prop("unit", "s"), prop("mappings", mapping({INF: ("none found", "green")}, nan=NOT_MEASURED))]),
+        ("2× expected stream", f"2 * {worst('max', 'sse_chain_expected_duration_seconds')}", [prop("unit", "s")]),
+        ("Buffered", worst("max", "sse_chain_buffered_bytes"),
+         [prop("unit", "bytes"), prop("thresholds", steps((None, "green"), (1, "red")).build()),
+          prop("mappings", mapping({}, nan=NOT_MEASURED)), text]),
+        ("Compressed", worst("max", "sse_chain_compressed"),
+         [prop("mappings", mapping({"0": ("no", "green"), "1": ("yes", "red")}, nan=NOT_MEASURED)), text]),
+        ("Heartbeat delay (p90)", worst("max", "sse_chain_heartbeat_delay_seconds"),
+         [prop("unit", "s"), prop("thresholds", steps((None, "green"), (CHAIN_LATE, "red")).build()),
+          prop("mappings", mapping({INF: ("none came through", "red")}, nan=NOT_MEASURED)), text]),
+        ("Length cap", worst("min", "sse_chain_stream_length_cap_seconds"),
+         [prop("unit", "s"), prop("mappings", mapping({INF: ("none found", "green")}, nan=NOT_MEASURED))]),
+        ("Checked", f"{worst('max', 'sse_chain_check_last_run_timestamp_seconds')} * 1000", [prop("unit", "dateTimeFromNow")]),
+    ]
+    refs = [chr(ord("A") + i) for i in range(len(columns))]
+    headers = {f"Value #{ref}": header for ref, (header, _, _) in zip(refs, columns)}
+    organize = {
+        "excludeByName": {"Time": True},
+        "indexByName": {"chain": 0, "region": 1, **{name: i + 2 for i, name in enumerate(headers)}},
+        "renameByName": {"chain": "Chain", "region": "Region", **headers},
+    }
+    panel = (
+        table.Panel()
+        .title("Chain checks")
+        .description(
+            "One row per chain (`chain_checks:`; and region): what its last chain check found through the proxy chain "
+            "in front of the `sse-monitor canary`. Verdict: passes, fails (a check of the checklist failed: see "
+            "Chain checklist; raises SSEChainCheckFailed) or canary not reached (nothing measured). Idle timeout: "
+            "the shortest silence the chain cuts, to compare with twice the longest expected stream "
+            "(`expected_duration`): below it, SSEChainIdleTimeoutTooShort fires; \"none found\": no silence up to "
+            "`max_idle` was cut. Buffered: the most bytes the chain held back at once (0: it streams). Compressed: "
+            "a Content-Encoding added to the event stream. Heartbeat delay: how late comment lines came out, p90 "
+            f"(red from {CHAIN_LATE * 1000:g} ms). Length cap: when a busy stream was cut (\"none found\": not within "
+            "`max_duration`). Checked: when the last check finished (checks run every `interval`, daily by default). "
+            "The whole report: the daemon's /api/v1/chain-checks. No data: no chain check configured."
+        )
+        .datasource(DS)
+        .targets([query(expr, ref=ref, instant=True, fmt=PromQueryFormat.TABLE) for ref, (_, expr, _) in zip(refs, columns)])
+        .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(dm.DataTransformerConfig(id_val="organize", options=organize))
+        .sort_by([cb.TableSortByFieldState().display_name("Chain")])
+        .cell_height(cm.TableCellHeight.SM)
+    )
+    for header, _, properties in columns:
+        panel = panel.override_by_name(header, properties)
+    return panel.height(6).span(24)
+
+
+def chain_checklist() -> statetimeline.Panel:
+    return (
+        states(
+            "Chain checklist",
+            "Each check of the checklist in each chain's last chain check, over time: buffering (off), compression "
+            "(none added), content_length (none on the stream), heartbeats (comment lines pass in real time), "
+            "idle_timeout (at least twice `expected_duration`), heartbeat_interval (heartbeats pass, so an interval "
+            "below half the timeout works), stream_length (no cap shorter than twice `expected_duration`); and "
+            "whether the canary was reached at all. A blank row: inconclusive (e.g. `max_idle` stopped the idle "
+            "timeout search short of twice `expected_duration`, or the canary was not reached). README, "
+            "\"Measure the chain itself\", says what each trial does.",
+            query(f"min by ({CHAIN_BY}, check) (sse_chain_check_passed{{{J}}})", "{{chain}}: {{check}} {{region}}", "A"),
+            mapping({"1": ("pass", "green"), "0": ("FAIL", "red")}),
+        )
+        .with_target(query(f"min by ({CHAIN_BY}) (sse_chain_canary_reachable{{{J}}})", "{{chain}}: canary reached {{region}}", "B"))
+        .height(9)
+        .span(24)
+    )
+
+
 def daemon_stats() -> list[stat.Panel]:
     return [
         single_stat("Daemon up", "Prometheus' scrape of each sse-monitor daemon.", "none", query(f"up{{{J}}}", "{{instance}}"))
@@ -634,6 +723,9 @@ def overview() -> db.Dashboard:
         .with_panel(warnings_overview())
         .with_panel(alert_conditions_overview())
         .with_panel(firing_alerts())
+        .with_row(db.Row("Proxy chain"))
+        .with_panel(chain_table())
+        .with_panel(chain_checklist())
         .with_row(db.Row("sse-monitor daemon"))
     )
     for panel in daemon_stats():

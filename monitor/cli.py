@@ -340,14 +340,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from .daemon import Daemon, tune_gc
     from .logs import configure_logging
+    from .canary import RunningCanary
     from .simulator import RunningSimulator
 
     web = _web_options(args)
     configure_logging(args.log_format, args.log_level)
 
     async def main() -> None:
-        async with RunningSimulator() as sim:
-            environ = {**os.environ, "DEMO_ORIGIN": sim.base_url}
+        async with RunningSimulator() as sim, RunningCanary() as canary:
+            environ = {**os.environ, "DEMO_ORIGIN": sim.base_url, "DEMO_CANARY": canary.base_url}
             with as_file(files("monitor") / "demo.yaml") as path:
                 daemon = Daemon(_load(str(path), environ), listen=args.listen, environ=environ, **web)
 
@@ -356,6 +357,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                         f"\nsse-monitor demo: probing {len(daemon.targets)} built-in targets on the simulator at {sim.base_url}\n"
                         f"  landing page  {daemon.base_url}/\n"
                         f"  metrics       {daemon.base_url}/metrics\n"
+                        f"  chain check   {daemon.base_url}/api/v1/chain-checks (the embedded canary at {canary.base_url})\n"
                         "  first results within 15 s; Ctrl-C stops.\n",
                         file=sys.stderr,
                         flush=True,

@@ -99,6 +99,31 @@ def _runs_table(runs: Sequence[Run], chosen: Run) -> str:
     )
 
 
+def _chains_table(chains: Any) -> str:
+    """The scheduled chain checks on the landing page: each check of the checklist, passed or not, with its finding
+    on hover; empty when none is configured."""
+    if not chains.checks:
+        return ""
+    rows = []
+    for name, check in chains.checks.items():
+        report = chains.reports.get(name)
+        if report is None:
+            cells = f"<td colspan=3>not checked yet (every {check.interval:g} s)</td>"
+        elif not report.reachable:
+            cells = f"<td class=bad colspan=2>{html.escape(report.problem)}</td><td>{_ago(report.started_at)}</td>"
+        else:
+            marks = " ".join(
+                f"<span class={'ok' if c.ok else 'bad' if c.ok is False else ''} title=\"{html.escape(c.finding)}\">"
+                f"{html.escape(c.name)}</span>" for c in report.checks)
+            idle = report.idle.seconds if report.idle else None
+            cells = (f"<td class={'ok' if report.ok else 'bad'}>{'passes' if report.ok else 'fails'}</td>"
+                     f"<td>{marks} · idle timeout {'none found' if idle is None else _seconds(idle)}</td>"
+                     f"<td>{_ago(report.started_at + report.duration_seconds)}</td>")
+        rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
+    return ("<h2>proxy chains</h2><p><a href='api/v1/chain-checks'>JSON</a></p><table><tr><th>chain</th>"
+            f"<th>checklist</th><th>checks</th><th>when</th></tr>{''.join(rows)}</table>")
+
+
 def create_app(daemon: Monitor) -> Starlette:
     async def metrics(request: Request) -> Response:
         # rendering is CPU work: off the loop that times the streams
@@ -148,7 +173,7 @@ def create_app(daemon: Monitor) -> Starlette:
             "<a href='api/v1/targets'>JSON</a></p>"
             "<table><tr><th>target</th><th>dialect</th><th>last outcome</th><th>TTFT</th><th>recent TTFT</th>"
             "<th>duration</th><th>recent outcomes</th><th>alerts now firing</th><th>warnings</th><th>when</th></tr>"
-            f"{''.join(rows)}</table>"
+            f"{''.join(rows)}</table>{_chains_table(daemon.chains)}"
         )
         return HTMLResponse(PAGE.format(title="sse-monitor", body=body))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import struct
 import threading
@@ -300,6 +301,10 @@ chain_checks:
         assert {c["name"] for c in reports["ok-chain"]["checks"]} == {
             "buffering", "compression", "content_length", "heartbeats", "idle_timeout", "heartbeat_interval",
             "stream_length"}
+        landing = daemon.get("/").text
+        assert "proxy chains" in landing and "timeout-5s" in landing and "ok-chain" in landing
+        assert "<td class=bad>fails</td>" in landing and "<td class=ok>passes</td>" in landing
+        assert re.search(r"idle timeout (4\.9|5\.0|5\.1)\d* s", landing) and "idle timeout none found" in landing
         finished = [e for e in daemon.log_events() if e.get("event") == "chain_check_finished"]
         assert {e["chain"] for e in finished} == {"timeout-5s", "ok-chain"}
         assert "s3cr3t" not in daemon.logs() + daemon.metrics_text() + json.dumps(reports)

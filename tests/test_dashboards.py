@@ -78,7 +78,8 @@ SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count"
 @cache
 def exported() -> dict[str, dict[str, set[str]]]:
     """Every series name the daemon's registry exposes, each with its label names and the values seen."""
-    metrics = Metrics()
+    # with a region (SSE_MONITOR_REGION), as a multi-region setup runs it: every series may carry `region`
+    metrics = Metrics(region="eu-west")
     metrics.add_target("demo", interval=60, ttft_threshold=DEFAULT_TTFT_THRESHOLD, proxy_idle_timeout=DEFAULT_PROXY_IDLE_TIMEOUT)
     result = ProbeResult(
         url="http://127.0.0.1/v1/chat/completions", dialect="openai-chat", outcome="completed", reason="ok",

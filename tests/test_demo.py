@@ -1,0 +1,45 @@
+"""`sse-monitor demo`, the README's first command: the built-in targets and chain check give real results quickly."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import httpx
+
+from conftest import ROOT, free_port
+from servers import wait_until
+
+
+def test_the_demo_shows_each_kind_of_trouble_and_checks_its_canary_then_stops_on_sigterm():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "demo", "--listen", f"127.0.0.1:{port}",
+                             "--log-format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> dict:
+        try:
+            return httpx.get(base + path, timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+
+    try:
+        targets = wait_until(lambda: (t := get("/api/v1/targets")) and all(t.values()) and t, 40,
+                             "a finished run of every built-in target")
+        seen = {name: (r["outcome"], r["reason"], r["alerts"]) for name, r in targets.items()}
+        assert seen == {
+            "healthy": ("completed", "ok", []),
+            "slow-first-token": ("completed", "ok", ["SSEProbeTTFTHigh"]),
+            "cut-mid-stream": ("ended_early", "connection_lost", ["SSEProbeStreamEndedEarly"]),
+            "no-terminal-event": ("ended_early", "no_terminal_event", ["SSEProbeStreamEndedEarly"]),
+        }
+        chains = wait_until(lambda: (c := get("/api/v1/chain-checks")).get("direct-to-canary") and c, 40,
+                            "the chain check of the embedded canary")
+        report = chains["direct-to-canary"]
+        assert report["ok"] and all(c["ok"] for c in report["checks"]), report["checks"]
+        assert "proxy chains" in httpx.get(base + "/", timeout=5).text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=15)
+    assert status == 0
