@@ -285,7 +285,7 @@ async def idle_timeout(spec: ChainCheckSpec, progress: Progress) -> IdleTimeout:
         return found
     hint = statistics.median(cut_silences) if cut_silences else None
     if hint is not None and found.low < hint < found.high:
-        half = _tolerance(hint) / 2
+        half = 0.45 * _tolerance(hint)  # the two confirmations then bracket the timeout within the tolerance
         probes = sorted({round(min(max(hint - half, found.low + 0.01), found.high - 0.01), 2),
                          round(min(max(hint + half, found.low + 0.01), found.high - 0.01), 2)})
         progress(f"idle timeout: cuts came {hint:.2f} s into a silence; confirming with {', '.join(f'{p:.2f}' for p in probes)} s")

@@ -127,6 +127,20 @@ def test_nginx_buffering_defaults_hold_kilobytes_and_the_apps_header_turns_them_
     assert verdict["compression"] and verdict["idle_timeout"]
 
 
+def test_a_buffer_larger_than_the_stream_holds_the_whole_response(chain):
+    def big_buffers(text: str) -> str:  # 64 KiB buffers: more than the trial's ~44 KiB
+        return text.replace("proxy_pass http://", "proxy_buffer_size 64k;\n            proxy_buffers 4 64k;\n"
+                            "            proxy_busy_buffers_size 128k;\n            proxy_pass http://", 1)
+
+    front = chain(("nginx", "nginx-default-buffered.conf", big_buffers))
+    status, report = chain_check(front.url + PATH, *QUICK)
+    held = report["buffering"]
+    assert held["whole_response"] and held["held_bytes"] >= 40 * 1024, held
+    assert held["first_event_seconds"] >= 4.5  # the trial writes for 4.95 s
+    finding = next(c["finding"] for c in report["checks"] if c["name"] == "buffering")
+    assert "the whole response" in finding and status == 1
+
+
 def test_haproxy_without_http_no_delay_holds_every_event_for_a_fifth_of_a_second(chain):
     def default_delay(text: str) -> str:
         return text.replace("    option http-no-delay\n", "")
