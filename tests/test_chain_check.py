@@ -77,16 +77,17 @@ def test_the_shortest_idle_timeout_of_a_chain_is_found_wherever_the_hop_is(chain
     front = chain(("nginx", "nginx-short-timeout.conf"), ("haproxy", "haproxy-short-timeout.cfg"))
     nginx_alone = chain(("nginx", "nginx-short-timeout.conf"))
     haproxy_alone = chain(("haproxy", "haproxy-short-timeout.cfg"))
+    apache = chain(("apache", "apache-sse.conf", lambda text: text.replace("ProxyTimeout 300", "ProxyTimeout 6")))
     args = ("--expected-duration", "3", "--max-idle", "8")
-    (status, both), (_, nginx), (_, haproxy) = all_at_once(
-        *(lambda p=p: chain_check(p.url + PATH, *args) for p in (front, nginx_alone, haproxy_alone)))
+    (status, both), (_, nginx), (_, haproxy), (_, apache) = all_at_once(
+        *(lambda p=p: chain_check(p.url + PATH, *args) for p in (front, nginx_alone, haproxy_alone, apache)))
 
-    for report, timeout in ((both, 3.0), (nginx, 5.0), (haproxy, 3.0)):
+    for report, timeout in ((both, 3.0), (nginx, 5.0), (haproxy, 3.0), (apache, 6.0)):
         idle = report["idle_timeout"]
         assert idle["seconds"] == pytest.approx(timeout, abs=max(0.05 * timeout, 0.1)), idle
         assert idle["low_seconds"] < timeout <= idle["high_seconds"], idle
         assert idle["high_seconds"] - idle["low_seconds"] <= 1.0, idle  # to within 5 % or 1 s
-        assert idle["cut"] == "closed", idle  # both close the connection mid-body (no end of the chunked body)
+        assert idle["cut"] == "closed", idle  # all close the connection mid-body (no end of the chunked body)
     assert status == 1 and checks(both)["idle_timeout"] is False  # 3 s < twice the expected 3 s
     assert checks(both)["buffering"] and checks(both)["heartbeats"] and checks(both)["compression"]
     interval = next(c for c in both["checks"] if c["name"] == "heartbeat_interval")
