@@ -189,8 +189,8 @@ def validate_core(obj: dict, version: str) -> None:
     try:
         kubernetes_validate.validate(obj, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
-        path = ".".join(map(str, exc.caused_by.absolute_path))
-        pytest.fail(f"{obj['kind']} {obj['metadata']['name']} (Kubernetes {version}) {path}: {exc.caused_by.message}")
+        path = ".".join(map(str, exc.absolute_path))  # the error itself (a jsonschema ValidationError) says where
+        pytest.fail(f"{obj['kind']} {obj['metadata']['name']} (Kubernetes {version}) {path}: {exc.message}")
 
 
 # ---- every overlay: renders, validates ---------------------------------------------------------------------------
@@ -233,6 +233,8 @@ def test_the_validators_reject_what_the_api_server_would():
     deployment["spec"]["replicas"] = "one"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
+    with pytest.raises(pytest.fail.Exception, match=r"spec\.replicas: 'one' is not of type 'integer'"):
+        validate_core(deployment, KUBERNETES_VERSIONS[-1])  # the failure names the field
 
     objects = render("prometheus-operator")
     monitor = copy.deepcopy(one(objects, "ServiceMonitor"))
