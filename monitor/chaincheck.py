@@ -44,8 +44,13 @@ DELIVERY = {"events": 100, "interval": 0.05, "size": 400}  # 5 s, ~44 KiB: an 8 
 HEARTBEAT_TRIAL = {"silence": 3.0, "heartbeat": 0.25}
 LENGTH_HEARTBEAT = 1.0
 MAX_BISECTIONS = 8
+TRIAL_EVENT_BYTES = 128 * 1024  # a canary event is at most 64 KiB of pad and ~100 bytes more
+TRIAL_STREAM_BYTES = 16 * 1024 * 1024  # the largest trial is ~44 KiB
 
 Progress = Callable[[str], None]
+# how a trial may end that says the endpoint is not a canary (or a broken one), not that the chain cut it
+NOT_A_CHAIN = ("too_many_bytes", "too_many_events", "event_too_large", "not_event_stream", "protocol_error",
+               "internal_error")
 # the checklist's checks, in the order of the report (the `check` label of sse_chain_check_passed)
 CHAIN_CHECKS = ("buffering", "compression", "content_length", "heartbeats", "idle_timeout", "heartbeat_interval",
                 "stream_length")
@@ -106,6 +111,13 @@ class Trial:
             return "stalled"
         return r.reason
 
+    def misbehaved(self) -> str | None:
+        """Why this stream was not a canary's, when it ended in a way no chain causes (our own budgets, garbage)."""
+        r = self.result
+        if r.reason in NOT_A_CHAIN:
+            return f"the {self.name} trial ended with {r.reason}: {r.detail}"
+        return None
+
     def anchor(self) -> float:
         """When the canary's response started, on our clock, as the least delayed thing it wrote shows it (the hello
         goes out at the canary's 0, events and comments at their `t`); the request's moment when nothing came. Not
@@ -132,17 +144,23 @@ async def run_trial(spec: ChainCheckSpec, name: str, lasts: float, accept_encodi
     """One stream from the canary with these parameters, expected to last `lasts` seconds; bounded by that plus
     GRACE: silence beyond it means the chain stopped passing the stream on (the cut kind `stalled`)."""
     headers = {**spec.headers, "Accept": "text/event-stream", "Accept-Encoding": accept_encoding}
+    # budgets from what the canary sends for these parameters, with room: a hostile or broken endpoint at this URL
+    # cannot make a trial's trace (every event's data) large
+    beat = params.get("heartbeat", 0)
+    expected = int(params.get("events", 3)) + 2 + (math.ceil(lasts / beat) if beat else 0)
     probe = ProbeSpec(url=_canary_url(spec.url, **params), dialect="generic", terminal_event="done", headers=headers,
                       timeout=lasts + 2 * GRACE, idle_timeout=lasts + GRACE, verify_tls=spec.verify_tls,
-                      trace=True, ttft_threshold=math.inf)
+                      trace=True, ttft_threshold=math.inf, max_events=expected + 64, max_event_bytes=TRIAL_EVENT_BYTES,
+                      max_stream_bytes=TRIAL_STREAM_BYTES)
     result = await run_probe(probe)
     trial = Trial(name, result)
     for entry in result.trace or ():
         at = entry["t"]
         if entry["kind"] == "comment":
             text = entry["data"].strip()
-            if text.startswith("hb "):
-                trial.comments.append((at, _ms(text[3:]) / 1000))
+            sent = _ms(text[3:]) if text.startswith("hb ") else None
+            if sent is not None:
+                trial.comments.append((at, sent))
             trial.last_byte = at
             continue
         trial.last_byte = at
@@ -151,9 +169,9 @@ async def run_trial(spec: ChainCheckSpec, name: str, lasts: float, accept_encodi
             trial.canary, trial.hello_at = data.get("canary") == "sse-monitor", at
         elif entry["type"] == "done":
             trial.done = True
-        elif "seq" in data and "t" in data:
+        elif "seq" in data and (sent := _ms(data.get("t"))) is not None:
             wire = len(entry["data"]) + len("data: \n\n") + (len(f"id: {entry['id']}\n") if entry["id"] else 0)
-            trial.events.append((at, _ms(data["t"]) / 1000, wire))
+            trial.events.append((at, sent, wire))
     result.trace = None  # the trace served its purpose; a report keeps the summary
     return trial
 
@@ -166,11 +184,13 @@ def _json(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _ms(value: Any) -> float:
+def _ms(value: Any) -> float | None:
+    """A canary's `t` (milliseconds) as seconds; None unless a plausible time (what else came is not a canary's)."""
     try:
-        return float(value)
+        ms = float(value)
     except (TypeError, ValueError):
-        return math.nan
+        return None
+    return ms / 1000 if 0 <= ms < 1e8 else None
 
 
 # ---- delivery: did events come out when they went in? -----------------------------------------------------------------
@@ -240,6 +260,7 @@ class IdleTimeout:
     high: float | None = None  # the shortest silence that was cut
     cut: str | None = None  # how the chain cut: reset, closed, clean_close, http_5xx, stalled
     trials: list[dict[str, Any]] = field(default_factory=list)
+    misbehaved: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"seconds": _r(self.seconds), "low_seconds": _r(self.low), "high_seconds": _r(self.high),
@@ -261,6 +282,7 @@ async def idle_timeout(spec: ChainCheckSpec, progress: Progress) -> IdleTimeout:
         for s, trial in zip(silences, trials):
             passed = trial.done
             entry = {"silence_seconds": s, "passed": passed}
+            found.misbehaved = found.misbehaved or trial.misbehaved()
             if trial.refused:
                 entry["refused_by_canary"] = True
                 refused.append(s)
@@ -279,6 +301,8 @@ async def idle_timeout(spec: ChainCheckSpec, progress: Progress) -> IdleTimeout:
     ladder = _ladder(spec.max_idle)
     progress(f"idle timeout: silences of {ladder[0]:g} to {ladder[-1]:g} s, all at once")
     await attempt(ladder)
+    if found.misbehaved:  # not a canary's stream: nothing to search
+        return found
     if refused:  # the canary's --max-duration is shorter than --max-idle: the search ends below it
         found.searched_up_to = max([s for s in ladder if s < min(refused)], default=0.0)
     if found.high is None:
@@ -290,12 +314,16 @@ async def idle_timeout(spec: ChainCheckSpec, progress: Progress) -> IdleTimeout:
                          round(min(max(hint + half, found.low + 0.01), found.high - 0.01), 2)})
         progress(f"idle timeout: cuts came {hint:.2f} s into a silence; confirming with {', '.join(f'{p:.2f}' for p in probes)} s")
         await attempt(probes)
+        if found.misbehaved:
+            return found
     for _ in range(MAX_BISECTIONS):
         if found.high - found.low <= _tolerance(found.low):
             break
         middle = round((found.low + found.high) / 2, 2)
         progress(f"idle timeout: between {found.low:.2f} and {found.high:.2f} s; trying {middle:.2f} s")
         await attempt([middle])
+        if found.misbehaved:
+            return found
     found.cut = max(set(kinds), key=kinds.count)
     consistent = [c for c in cut_silences if found.low - 0.1 <= c <= found.high + 0.1]
     found.seconds = statistics.median(consistent) if consistent else (found.low + found.high) / 2
@@ -387,6 +415,12 @@ async def check_chain(spec: ChainCheckSpec, progress: Progress = lambda _: None)
         run_trial(spec, "stream length", length_bound, events=2, interval=0, silence_after=1, silence=length_bound,
                   heartbeat=LENGTH_HEARTBEAT),
     )
+    odd = [t.misbehaved() for t in (plain, accel, gzipped, beats, length)] + [idle.misbehaved]
+    if any(odd):  # the stream showed it is not a working canary's: what it did says nothing about the chain
+        report.reachable = False
+        report.problem = "the endpoint does not behave like an sse-monitor canary: " + next(o for o in odd if o)
+        report.duration_seconds = time.monotonic() - began
+        return report
     for name, trial in (("buffering", plain), ("compression", gzipped), ("heartbeats", beats)):
         if not trial.events and not trial.comments:  # the trial itself failed: nothing to judge the chain by
             r = trial.result

@@ -13,13 +13,16 @@ import json
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import sse_monitor
+from conftest import ROOT, sse_monitor
 from servers import DaemonProcess, Proxy, run_on_pty, running_canary, start_apache, start_caddy, start_haproxy, start_nginx, wait_until
 
 SERVERS = {"nginx": start_nginx, "apache": start_apache, "caddy": start_caddy, "haproxy": start_haproxy}
@@ -334,3 +337,58 @@ def test_the_step_under_way_shows_on_a_terminal_and_is_cleared(canary):
     assert "\n" not in tty and tty.endswith("\r\x1b[K")  # one line rewritten in place, cleared at the end
     status, stdout, tty = run_on_pty("chain-check", "--json", f"http://{canary}{PATH}", *QUICK)
     assert status == 0 and json.loads(stdout)["ok"] and tty == ""
+
+
+class FloodingFake:
+    """A hostile endpoint posing as a canary: the hello event, then events as fast as the socket takes them, without
+    end, each with a plausible `t`. A real TCP server on loopback, one thread per connection."""
+
+    HELLO = b'event: canary\ndata: {"canary":"sse-monitor","version":1,"t":0.0}\n\n'
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._flood, args=(conn,), daemon=True).start()
+
+    def _flood(self, conn: socket.socket) -> None:
+        event = b'data: {"seq":1,"t":1.0,"pad":"' + b"x" * 60000 + b'"}\n\n'
+        chunk = b"%x\r\n%s\r\n" % (len(event) * 16, event * 16)
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                         + b"%x\r\n%s\r\n" % (len(self.HELLO), self.HELLO))
+            while True:
+                conn.sendall(chunk)
+        except OSError:
+            conn.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_flooding_endpoint_posing_as_a_canary_ends_each_trial_at_its_budget():
+    fake = FloodingFake()
+    try:
+        started = time.monotonic()
+        # the check as the only child of a small wrapper, whose RUSAGE_CHILDREN is then the check's own peak RSS
+        wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+                   "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
+        proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "monitor.cli", "chain-check", "--json",
+                               fake.url + PATH, *QUICK], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        took = time.monotonic() - started
+        status, report, peak_kib = proc.returncode, json.loads(proc.stdout), int(proc.stderr.split()[-1])
+    finally:
+        fake.close()
+    assert status == 1 and not report["reachable"] and not report["checks"]  # no verdict from a stream like this
+    assert report["problem"].startswith("the endpoint does not behave like an sse-monitor canary: the "), report
+    assert "too_many_events" in report["problem"] or "too_many_bytes" in report["problem"], report["problem"]
+    assert took < 30, took  # every trial stopped at its byte or event budget, none ran to its time bound
+    assert peak_kib < 150 * 1024, peak_kib  # the process stayed small (~80 MB here)
