@@ -29,6 +29,7 @@ import ipaddress
 import math
 import os
 import platform
+import select
 import socket
 import ssl
 import struct
@@ -326,9 +327,18 @@ class _StallReader:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._stop: threading.Event | None = None  # the running thread's own stop signal
         self._lock = threading.Lock()  # the loop starts a thread while the last one ends
+        # Sockets in error (a reset): on uvloop the loop's reader is not called back for a reset that comes right
+        # behind data (libuv treats POLLERR on a poll handle as the handle's own failure), so the stream waited for
+        # its idle timeout: six streams cut that way all ended 15 s late (tests/test_probe_network.py), on the
+        # daemon's loop. This epoll (interest 0: only EPOLLERR/EPOLLHUP) is checked on every wake of the thread: one
+        # syscall that returns only the sockets in trouble, which are then read here and their readers woken.
+        self._troubled = select.epoll() if hasattr(select, "epoll") else None
 
     def watch(self, sock: _Socket) -> None:
         self.sockets.add(sock)
+        if self._troubled is not None:
+            with contextlib.suppress(OSError):  # already watched (FileExistsError)
+                self._troubled.register(sock.fd, 0)
         if self._tick_handle is None:
             self.alive_at = time.perf_counter()
             self._tick_handle = sock.loop.call_later(STALL_TICK, self._tick)
@@ -340,6 +350,9 @@ class _StallReader:
 
     def forget(self, sock: _Socket) -> None:
         self.sockets.discard(sock)
+        if self._troubled is not None:
+            with contextlib.suppress(OSError, ValueError):  # not watched, or already closed
+                self._troubled.unregister(sock.fd)
         if not self.sockets and self._tick_handle is not None:  # the thread stays a while (starting one costs ~80 us)
             self._tick_handle.cancel()
             self._tick_handle = None
@@ -365,6 +378,8 @@ class _StallReader:
                 continue
             unread = min(now - self.alive_at, now - woke - STALL_TICK)
             woke = now
+            if self._troubled is not None and self._read_troubled() is False:
+                break
             if unread > BLIND_AFTER:
                 self.blind.append((now - unread, now))
             if now - self.alive_at <= STALL_AFTER:
@@ -380,6 +395,35 @@ class _StallReader:
                     break
         with self._lock:
             self._stop = None
+
+
+    def _read_troubled(self) -> bool | None:
+        """Read the sockets that are in error or hung up and wake their readers. False when the loop is gone."""
+        troubled = self._troubled.poll(0)
+        if not troubled:
+            return None
+        by_fd = {sock.fd: sock for sock in list(self.sockets)}
+        changed = []
+        for fd, _ in troubled:
+            sock = by_fd.get(fd)
+            if sock is None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._troubled.unregister(fd)
+                continue
+            if sock.read_while_stalled():
+                changed.append(sock)
+            if sock.error is not None or sock.eof or sock.closed:  # done with it (EPOLLHUP would report it again)
+                with contextlib.suppress(OSError, ValueError):
+                    self._troubled.unregister(fd)
+        loop = self._loop()
+        if loop is None:
+            return False
+        if changed:
+            try:
+                loop.call_soon_threadsafe(_wake_all, changed)
+            except RuntimeError:  # the loop is closed
+                return False
+        return True
 
 
 def read_blind_at(moment: float, slack: float = 0.01) -> bool:

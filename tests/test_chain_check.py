@@ -8,9 +8,9 @@ searches end in seconds too.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
+import selectors
 import socket
 import struct
 import subprocess
@@ -189,34 +189,55 @@ def test_the_seeds_recommended_proxies_pass_every_check(chain, canary):
 
 class CappingRelay:
     """A TCP relay that resets every connection `cap` seconds after it opened: a hard limit on a stream's total
-    time, as some load balancers and API gateways have. None of the proxy packages here has one."""
+    time, as some load balancers and API gateways have. None of the proxy packages here has one. One thread with a
+    selector does everything (accept, relay, reset), so the reset goes out on time whatever else runs."""
 
     RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: closing sends a reset
 
     def __init__(self, upstream: str, cap: float) -> None:
-        self.upstream, self.cap = upstream.split(":"), cap
-        self.loop = asyncio.new_event_loop()
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._relay, "127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        host, port = upstream.split(":")
+        self.upstream, self.cap = (host, int(port)), cap
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.server, selectors.EVENT_READ, None)
+        self.open: list[tuple[float, socket.socket, socket.socket]] = []  # (reset at, client, origin)
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
 
-    async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
-        origin_in, origin_out = await asyncio.open_connection(self.upstream[0], int(self.upstream[1]))
-
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-
-        pipes = asyncio.gather(pipe(client_in, origin_out), pipe(origin_in, client_out), return_exceptions=True)
-        await asyncio.wait([pipes], timeout=self.cap)
-        for writer in (client_out, origin_out):
-            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, self.RESET)
-            writer.transport.abort()
+    def _run(self) -> None:
+        while self.running:
+            for key, _ in self.selector.select(timeout=0.01):
+                if key.data is None:
+                    client, _ = self.server.accept()
+                    origin = socket.create_connection(self.upstream)
+                    self.selector.register(client, selectors.EVENT_READ, origin)
+                    self.selector.register(origin, selectors.EVENT_READ, client)
+                    self.open.append((time.monotonic() + self.cap, client, origin))
+                    continue
+                try:
+                    data = key.fileobj.recv(65536)
+                    if data:
+                        key.data.sendall(data)
+                        continue
+                    key.data.shutdown(socket.SHUT_WR)  # the end of one direction, passed on
+                except OSError:
+                    pass
+                self.selector.unregister(key.fileobj)
+            now = time.monotonic()
+            for pair in [p for p in self.open if p[0] <= now]:
+                self.open.remove(pair)
+                for sock in pair[1:]:
+                    if sock in self.selector.get_map():
+                        self.selector.unregister(sock)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, self.RESET)
+                    sock.close()
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.running = False
+        self.thread.join(5)
+        self.server.close()
 
 
 def test_a_cap_on_a_streams_total_time_is_found_and_told_from_an_idle_timeout(canary):

@@ -266,3 +266,46 @@ def test_a_healthy_stream_beside_a_flooding_one_keeps_its_timing(simulator):
 def test_a_flooding_stream_is_paused_and_says_so(simulator):
     result = asyncio.run(run_probe(ProbeSpec(url=simulator + FLOOD, max_events=30_000)))
     assert (result.reason, result.warnings) == ("too_many_events", ["stream_throttled"])
+
+
+def test_streams_reset_at_once_are_all_noticed_at_once_on_the_daemons_loop():
+    """uvloop (the daemon's loop) never calls a reader back for a socket in error: libuv stops a poll handle that
+    reports POLLERR, here an event with a reset right behind it. Six streams cut so must still end as connection_lost
+    right then, not at their idle timeout (before network._StallReader watched for errors, all six ended 15 s later)."""
+    uvloop = pytest.importorskip("uvloop")
+    server = socket.create_server(("127.0.0.1", 0), backlog=16)
+    port = server.getsockname()[1]
+    body = b'data: {"n":1}\n\n'
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+    def serve() -> None:
+        conns = []
+        for _ in range(6):
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.sendall(head)
+            conns.append(conn)
+        for _ in range(10):  # streaming: an event every 50 ms on each
+            time.sleep(0.05)
+            for conn in conns:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(body), body))
+        for conn in conns:  # then, right behind the last event, a RST on each (as a proxy cutting mid-stream)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def probes() -> list[ProbeResult]:
+        spec = ProbeSpec(url=f"http://127.0.0.1:{port}/", dialect="generic", terminal_event="done",
+                         idle_timeout=15, timeout=30)
+        return await asyncio.gather(*(run_probe(spec) for _ in range(6)))
+
+    try:
+        results = uvloop.run(probes())
+    finally:
+        server.close()
+        thread.join(5)
+    for r in results:
+        assert (r.outcome, r.reason) == ("ended_early", "connection_lost"), (r.reason, r.detail)
+        assert "reset" in r.detail and r.duration_seconds < 2.0, (r.duration_seconds, r.detail)
