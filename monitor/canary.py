@@ -298,21 +298,10 @@ def _listen(raw: str) -> str:
     return raw
 
 
-def _positive(kind: type) -> Callable[[str], Any]:
-    def parse(raw: str) -> Any:
-        try:
-            value = kind(raw)
-        except ValueError:
-            value = 0
-        if not 0 < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"expected a number > 0, got {raw!r}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The canary's options: --listen, --max-duration, --max-streams (for run())."""
+    from .cli import _positive  # the command's own number type (cli imports this module only inside its parser)
+
     parser.add_argument("--listen", type=_listen, default="0.0.0.0:8901", metavar="HOST:PORT",
                         help="where to accept connections (default 0.0.0.0:8901; port 0 picks a free one)")
     parser.add_argument("--max-duration", type=_positive(float), default=900.0, metavar="SECONDS",

@@ -367,9 +367,6 @@ class ChainReport:
     def ok(self) -> bool:
         return self.reachable and all(c.ok is not False for c in self.checks)
 
-    def check(self, name: str) -> Check | None:
-        return next((c for c in self.checks if c.name == name), None)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "url": self.url, "ok": self.ok, "reachable": self.reachable, "problem": self.problem,
@@ -432,7 +429,7 @@ async def check_chain(spec: ChainCheckSpec, progress: Progress = lambda _: None)
     report.compression = delivery(gzipped, DELIVERY["events"])
     report.heartbeats = _heartbeats(beats)
     report.idle = idle
-    report.length = _length(length, length_bound, idle)
+    report.length = _length(length, length_bound)
     report.checks = verdicts(report, spec)
     report.duration_seconds = time.monotonic() - began
     return report
@@ -460,7 +457,7 @@ def _heartbeats(trial: Trial) -> dict[str, Any]:
     return out
 
 
-def _length(trial: Trial, bound: float, idle: IdleTimeout) -> dict[str, Any]:
+def _length(trial: Trial, bound: float) -> dict[str, Any]:
     out: dict[str, Any] = {"searched_up_to_seconds": bound, "heartbeat_seconds": LENGTH_HEARTBEAT,
                            "cap_seconds": None, "cut": None, "cut_by_idle_timeout": False}
     if trial.done:

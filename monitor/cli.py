@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -44,16 +45,23 @@ def run_async(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
 
 def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number greater than zero and finite (a float may end in `s`, for seconds)."""
     def parse(text: str) -> Any:
         try:
             value = kind(text.removesuffix("s") if kind is float else text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-        if value <= 0:
+        if not 0 < value < math.inf:  # NaN fails this too
             raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
         return value
 
     return parse
+
+
+def _http_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"URL: expected an http:// or https:// URL, got {url!r}")
+    return url
 
 
 def _size(text: str) -> int:
@@ -91,8 +99,7 @@ def parse_body(text: str) -> bytes:
 
 
 def spec_from_args(args: argparse.Namespace) -> ProbeSpec:
-    if not args.url.startswith(("http://", "https://")):
-        raise UsageError(f"URL: expected an http:// or https:// URL, got {args.url!r}")
+    _http_url(args.url)
     if args.idle_timeout > args.timeout:
         raise UsageError(f"--idle-timeout ({args.idle_timeout:g} s) must not be longer than --timeout ({args.timeout:g} s)")
     if args.max_stream_bytes < DEFAULT_MAX_EVENT_BYTES:  # as in the configuration: the budget holds the largest event
@@ -390,9 +397,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
 def cmd_chain_check(args: argparse.Namespace) -> int:
     from .chaincheck import ChainCheckSpec, check_chain, summary, to_json
 
-    if not args.url.startswith(("http://", "https://")):
-        raise UsageError(f"URL must start with http:// or https://, got {args.url!r}")
-    spec = ChainCheckSpec(url=args.url, expected_duration=args.expected_duration, max_idle=args.max_idle,
+    spec = ChainCheckSpec(url=_http_url(args.url), expected_duration=args.expected_duration, max_idle=args.max_idle,
                           max_duration=args.max_duration, headers=dict(parse_header(h) for h in args.header),
                           verify_tls=not args.insecure)
     status = StatusLine(sys.stderr) if not args.json and _is_tty(sys.stderr) else None

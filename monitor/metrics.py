@@ -152,17 +152,14 @@ class Metrics:
 
     # -- chain checks -----------------------------------------------------------------------------------------------
 
-    def _chain_findings(self) -> tuple:
-        return (self.chain_ok, self.chain_reachable, self.chain_idle, self.chain_idle_searched, self.chain_buffered,
-                self.chain_buffered_time, self.chain_compressed, self.chain_heartbeat_delay, self.chain_length_cap,
-                self.chain_last_run, self.chain_took)
-
     def add_chain(self, name: str, expected_duration: float) -> None:
         """A configured chain: its expected duration now; its findings once its first check has run."""
         self.chain_expected.labels(name, *self._r).set(expected_duration)
 
     def remove_chain(self, name: str) -> None:
-        for metric in (*self._chain_findings(), self.chain_expected):
+        for metric in (self.chain_ok, self.chain_reachable, self.chain_idle, self.chain_idle_searched,
+                       self.chain_buffered, self.chain_buffered_time, self.chain_compressed, self.chain_heartbeat_delay,
+                       self.chain_length_cap, self.chain_last_run, self.chain_took, self.chain_expected):
             _remove(metric, name, *self._r)
         for check in CHAIN_CHECKS:
             _remove(self.chain_passed, name, *self._r, check)

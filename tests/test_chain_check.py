@@ -281,6 +281,8 @@ def test_what_the_canary_refuses_to_serve_is_reported_as_not_measured_not_as_a_c
 @pytest.mark.parametrize("args, message", [
     (("ftp://example.com/",), "http:// or https://"),
     (("http://127.0.0.1:1/", "--max-idle", "-1"), "--max-idle"),
+    (("http://127.0.0.1:1/", "--max-idle", "nan"), "--max-idle"),
+    (("http://127.0.0.1:1/", "--expected-duration", "inf"), "--expected-duration"),
     (("http://127.0.0.1:1/", "-H", "no colon"), "-H"),
 ])
 def test_usage_errors_exit_2_and_say_what_is_wrong(args, message):
