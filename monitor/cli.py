@@ -333,7 +333,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, args.log_level)
 
     async def main() -> None:
-        daemon = Daemon(config, listen=args.listen, shard=shard, **web)
+        daemon = Daemon(config, listen=args.listen, shard=shard, data_dir=args.data_dir, **web)
         tune_gc()
         await daemon.run(handle_signals=True)
 
@@ -357,7 +357,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         async with RunningSimulator() as sim, RunningCanary() as canary:
             environ = {**os.environ, "DEMO_ORIGIN": sim.base_url, "DEMO_CANARY": canary.base_url}
             with as_file(files("monitor") / "demo.yaml") as path:
-                daemon = Daemon(_load(str(path), environ), listen=args.listen, environ=environ, **web)
+                daemon = Daemon(_load(str(path), environ), listen=args.listen, environ=environ,
+                                data_dir=args.data_dir, **web)
 
                 def announce() -> None:
                     print(
@@ -380,7 +381,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .config import check_config
 
-    status = check_config(args.config)
+    status = check_config(args.config, data_dir=args.data_dir)
     if args.web_config_file is not None:
         web = _load_web_config(args.web_config_file)
         parts = (["TLS"] if web.tls else []) + ([f"basic auth ({len(web.users)} users)"] if web.users else [])
@@ -471,6 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: console on a terminal, JSON lines otherwise")
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
 
+    def data_dir_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", metavar="DIR", default=None,
+                       help="where the run history (sse-monitor.db) is kept unless storage.path says otherwise "
+                            "(default: $SSE_MONITOR_DATA_DIR, else ./data)")
+
     def web_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                        help="TLS and basic auth for every endpoint, in the exporter-toolkit's format "
@@ -484,12 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probe only this replica's share of the targets (0 <= K < N; auto/N takes K from the end of "
                         "the host name, as a StatefulSet names its pods); default: $SSE_MONITOR_SHARD, else all")
     p.add_argument("--listen", metavar="HOST:PORT", help="where /metrics is served (default: server.listen, 0.0.0.0:9108)")
+    data_dir_option(p)
     web_options(p)
     logging_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run the simulator and the daemon with built-in targets: real numbers, no config")
     p.add_argument("--listen", default="127.0.0.1:9108", metavar="HOST:PORT")
+    data_dir_option(p)
     web_options(p)
     logging_options(p)
     p.set_defaults(func=cmd_demo)
@@ -526,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("config", metavar="FILE")
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE", help="validate this web config too")
+    data_dir_option(p)
     p.set_defaults(func=cmd_check_config)
     return parser
 

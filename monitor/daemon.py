@@ -8,9 +8,7 @@ import dataclasses
 import gc
 import signal
 import time
-from array import array
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -18,6 +16,7 @@ import structlog
 from .alerting import AlertmanagerPusher
 from .chain_monitor import ChainMonitor
 from .config import ConfigError, MonitorConfig, TargetConfig, load_config
+from .history import History
 from .metrics import Metrics
 from .probe import run_probe
 from .probe_endpoint import ProbeEndpoint
@@ -35,44 +34,6 @@ LAG_BOUND_SECONDS = 0.05  # a probe that ran while the loop was this late has un
 STOP_GRACE_SECONDS = 5.0  # in-flight probes get this long to unwind after cancellation
 
 ResultListener = Callable[[TargetConfig, ProbeResult], None]
-
-# History memory: a result holds up to 100,000 token arrival times (probe.MAX_TOKEN_TIMES, 800 kB). The newest
-# FULL_TIMES_RUNS runs of a target keep theirs whole; older runs keep at most THINNED_TIMES of them (evenly spaced,
-# first and last kept): with the probe's cap of 100,000 times (800 KB an array), 100 runs cost at most
-# 3 x 800 KB + 97 x 4 KB, ~2.8 MB per array and target, in place of 80 MB (arithmetic, not a measurement).
-FULL_TIMES_RUNS = 3
-THINNED_TIMES = 500
-
-
-@dataclass(frozen=True)
-class Run:
-    """One finished probe kept in a target's history. `run` numbers a target's runs from 1 since the start."""
-
-    run: int
-    result: ProbeResult
-    token_times_total: int  # how many token arrival times the probe kept (result.token_times may be thinned since)
-
-    @property
-    def thinned(self) -> bool:
-        return len(self.result.token_times) < self.token_times_total
-
-
-def _thin(times: array, keep: int) -> array:
-    """At most `keep` of `times`, evenly spaced, the first and the last always among them."""
-    n = len(times)
-    if n <= keep:
-        return times
-    return array("d", (times[round(i * (n - 1) / (keep - 1))] for i in range(keep)))
-
-
-def _compact(run: Run) -> Run:
-    r = run.result
-    if len(r.token_times) <= THINNED_TIMES and len(r.comment_times) <= THINNED_TIMES:
-        return run
-    result = dataclasses.replace(r, token_times=_thin(r.token_times, THINNED_TIMES),
-                                 comment_times=_thin(r.comment_times, THINNED_TIMES))
-    return dataclasses.replace(run, result=result)
-
 
 def tune_gc() -> None:
     """Garbage collection for a process that times streams. Measured (bench/README.md): at 500 streams the p99 timing
@@ -128,6 +89,7 @@ class Daemon:
         web_config: WebConfig | None = None,
         enable_lifecycle: bool = False,
         shard: Shard = ALL,
+        data_dir: str | None = None,
     ) -> None:
         self.config = config
         self.shard = shard  # this replica probes only the targets that rendezvous hashing gives its index
@@ -139,8 +101,9 @@ class Daemon:
         self.targets: dict[str, TargetConfig] = {}
         self.specs: dict[str, ProbeSpec] = {}
         self.last_results: dict[str, ProbeResult] = {}
-        self.history: dict[str, collections.deque[Run]] = {}  # the newest server.history runs per target, oldest first
-        self._runs: dict[str, int] = {}  # runs recorded per target (numbers the next Run)
+        # every finished run, numbered per target across restarts (storage.path, or sse-monitor.db in the data dir)
+        self.history = History(config.storage.file(data_dir), per_target=config.server.history,
+                               retention=config.storage.retention, metrics=self.metrics)
         self.result_listeners: list[ResultListener] = []
         self.scheduler = ProbeScheduler(self._run_target, self._on_skip, jitter=config.scheduler.jitter)
         self.lag = LoopLagMonitor(self.metrics)
@@ -205,11 +168,11 @@ class Daemon:
             self.metrics.remove_target(name)
             self.specs.pop(name, None)
             self.last_results.pop(name, None)
-            self.history.pop(name, None)
-            self._runs.pop(name, None)
-        if config.server.history != self.config.server.history:  # resized: the newest runs stay
-            for name, runs in self.history.items():
-                self.history[name] = collections.deque(runs, maxlen=config.server.history)
+            self.history.forget(name)
+        self.history.resize(config.server.history, config.storage.retention)
+        if config.storage.file() != self.config.storage.file():
+            log.warning("storage_path_unchanged", running=self.history.path, configured=config.storage.file(),
+                        why="a new history file takes effect at the next start")
         for name, target in new.items():
             old = self.targets.get(name)
             if old == target:
@@ -289,12 +252,13 @@ class Daemon:
         target = self.targets.get(name)
         if target is None:
             return
+        run = self.history.record(name, dataclasses.replace(result, trace=None) if result.trace else result)
         self.metrics.observe(name, result)
         self.last_results[name] = result
-        self._remember(name, result)
         log.info(
             "probe_finished",
             target=name,
+            run=run.run,
             outcome=result.outcome,
             reason=result.reason,
             started_at=result.started_at,
@@ -313,20 +277,6 @@ class Daemon:
                 listener(target, result)
             except Exception:
                 log.exception("result_listener_failed", target=name)
-
-    def _remember(self, name: str, result: ProbeResult) -> None:
-        """Keep the result in the target's bounded history: without its trace, and with the time arrays of all but
-        the newest FULL_TIMES_RUNS runs thinned (see THINNED_TIMES)."""
-        runs = self.history.get(name)
-        if runs is None:
-            runs = self.history[name] = collections.deque(maxlen=self.config.server.history)
-        if result.trace is not None:
-            result = dataclasses.replace(result, trace=None)
-        self._runs[name] = self._runs.get(name, 0) + 1
-        runs.append(Run(self._runs[name], result, len(result.token_times)))
-        if len(runs) > FULL_TIMES_RUNS:
-            index = len(runs) - 1 - FULL_TIMES_RUNS
-            runs[index] = _compact(runs[index])
 
     def firing(self, name: str) -> list[str]:
         """The alerts the Alertmanager pusher holds as firing for this target (after fire_after bad runs)."""
@@ -352,6 +302,7 @@ class Daemon:
             app = self.web_config.wrap(app)  # the whole app: every route, present and future, is behind it
             ssl_context = self.web_config.ssl_context()
         self.server = AppServer(app, host, port, ssl_context=ssl_context)
+        self.history.start()  # before the first run: numbering continues from the file
         await self.server.start()
         loop = asyncio.get_running_loop()
         if handle_signals:
@@ -387,4 +338,5 @@ class Daemon:
         await self.alerting.stop()
         if self.server is not None:
             await self.server.stop()
+        await asyncio.to_thread(self.history.stop)  # what finished is written before the process ends
         log.info("stopped", cancelled_probes=len(tasks), seconds=round(time.monotonic() - started, 3))

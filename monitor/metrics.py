@@ -23,6 +23,7 @@ from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .chaincheck import CHAIN_CHECKS
+from .history import OPERATIONS as STORAGE_OPERATIONS
 from .result import ALERTS, CLOCK_USER, PAGES, REASONS, RESUME_OUTCOMES, RESUME_RESUMED, WARNINGS, ProbeResult
 
 # 1.5 s is the seeds' p95 SLO and 2.0 s the alert threshold: both must be bucket bounds.
@@ -77,6 +78,12 @@ class Metrics:
         self.probe_requests = Counter("sse_monitor_probe_requests", "/probe requests by module and how they ended: success, failure (the probe ran; the stream raised an alert condition), denied (403), bad_request (400), overloaded (503).", ("module", "result"), registry=registry)
         self.alertmanager_sends = Counter("sse_monitor_alertmanager_sends", "Pushes to Alertmanager by result.", ("alertmanager", "result"), registry=registry)
         self.alerts_firing = Gauge("sse_monitor_alerts_firing", "Alerts the daemon pushes as firing now.", registry=registry)
+        # run history (monitor/history.py): the file every finished run is written to
+        self.storage_up = Gauge("sse_monitor_storage_up", "1 if the run-history file is open and being written, 0 while a fault keeps it from use (probing goes on).", registry=registry)
+        self.storage_errors = Counter("sse_monitor_storage_errors", "Run-history faults by operation: open, write, read, retention; dropped counts runs lost after waiting too long for a broken file.", ("operation",), registry=registry)
+        self.storage_bytes = Gauge("sse_monitor_storage_bytes", "Size of the run-history file with its write-ahead log.", registry=registry)
+        for operation in STORAGE_OPERATIONS:
+            self.storage_errors.labels(operation)
         Info("sse_monitor_build", "sse-monitor build information.", registry=registry).info({"version": __version__})
         # scheduled chain checks (chain_checks:): what the last check of each chain found; see monitor/chaincheck.py
         c = ("chain", "region") if region else ("chain",)

@@ -232,6 +232,17 @@ class ProbeResult:
             out["trace"] = self.trace
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
+        """The result `to_dict` described (without its time arrays); keys this version does not know are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"token_times", "comment_times", "resume"}
+        result = cls(**{k: v for k, v in data.items() if k in known})
+        resume = data.get("resume")
+        if resume is not None:
+            fields = {f.name for f in dataclasses.fields(ResumeResult)}
+            result.resume = ResumeResult(**{k: v for k, v in resume.items() if k in fields})
+        return result
+
 
 def alert_conditions(result: ProbeResult) -> list[str]:
     """The alert conditions that hold for one finished probe.

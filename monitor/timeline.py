@@ -321,3 +321,59 @@ def outcome_strip_svg(outcomes: Sequence[str], *, width: int = 160, height: int 
                    f"<title>run {i + 1}: {esc(outcome)}</title></rect>")
     out.append("</svg>")
     return "".join(out)
+
+
+def mini_sparkline_svg(values: Sequence[float | None], *, threshold: float | None = None, points: int = 30,
+                       width: int = 120, height: int = 20) -> str:
+    """The landing page's TTFT sparkline: a few hundred bytes whatever the history. Runs are grouped into at most
+    `points` columns, each drawn at its slowest TTFT (a spike is never averaged away); a column over the threshold gets
+    a red dot, one where a run had no token a red mark at the base. Exact values are on the target's page."""
+    n = len(values)
+    columns: list[tuple[float | None, bool]] = []  # (slowest TTFT, a run without token) per column
+    for c in range(min(n, points)):
+        group = values[c * n // min(n, points):(c + 1) * n // min(n, points)]
+        present = [v for v in group if v is not None]
+        columns.append((max(present) if present else None, len(present) < len(group)))
+    top = max([v for v, _ in columns if v is not None] + [threshold or 0.0, 0.0]) * 1.1 or 1.0
+    step = (width - 4) / (len(columns) - 1) if len(columns) > 1 else 0.0
+    last = next((v for v in reversed(values) if v is not None), None)
+    title = f"TTFT over {n} runs" + (f", last {_s(last)}" if last is not None else "") + \
+            (f", threshold {threshold:g} s" if threshold is not None else "")
+    out = [f'<svg class="sparkline mini" width="{width}" height="{height}" data-runs="{n}"><title>{esc(title)}</title>']
+    y = lambda v: round(height - 2 - v / top * (height - 4))  # noqa: E731
+    if threshold is not None:
+        out.append(f'<path class="threshold" d="M0 {y(threshold)}H{width}" stroke="{THRESHOLD_COLOUR}" '
+                   'stroke-dasharray="3 2"/>')
+    line, marks = [], []
+    for i, (v, missing) in enumerate(columns):
+        x = round(2 + i * step) if len(columns) > 1 else width // 2
+        if v is not None:
+            line.append(f"{' ' if line and columns[i - 1][0] is not None else 'M'}{x} {y(v)}")  # implicit lineto
+            if threshold is not None and v > threshold:
+                marks.append(f"M{x} {y(v)}h0")
+        if missing:
+            marks.append(f"M{x - 2} {height}l4 -4")
+    if line:
+        out.append(f'<path class="line" d="{"".join(line)}" fill="none" stroke="{TOKEN_COLOUR}"/>')
+    if marks:
+        out.append(f'<path class="over" d="{"".join(marks)}" stroke="{THRESHOLD_COLOUR}" stroke-width="3" '
+                   'stroke-linecap="round"/>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def mini_outcome_strip_svg(outcomes: Sequence[str], *, width: int = 120, height: int = 8) -> str:
+    """The landing page's outcome strip: consecutive runs with the same outcome share one cell, with its title."""
+    n = len(outcomes)
+    out = [f'<svg class="outcome-strip mini" width="{width}" height="{height}" data-runs="{n}">']
+    start = 0
+    for i in range(1, n + 1):
+        if i == n or outcomes[i] != outcomes[start]:
+            outcome = outcomes[start]
+            runs = f"run {start + 1}" if i - start == 1 else f"runs {start + 1}-{i}"
+            out.append(f'<rect x="{_n(start * width / n)}" width="{_n((i - start) * width / n)}" height="{height}" '
+                       f'fill="{OUTCOME_COLOURS.get(outcome, UNKNOWN_COLOUR)}"><title>{runs}: {esc(outcome)}'
+                       "</title></rect>")
+            start = i
+    out.append("</svg>")
+    return "".join(out)

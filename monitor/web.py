@@ -19,7 +19,8 @@ from starlette.routing import Route
 from .metrics import render
 from .report import summary
 from .result import ProbeResult
-from .timeline import outcome_strip_svg, sparkline_svg, timeline_svg
+from .history import Run, RunSummary
+from .timeline import mini_outcome_strip_svg, mini_sparkline_svg, timeline_svg
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -39,24 +40,13 @@ def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp)) + "Z"
 
 
-class Run(Protocol):
-    """One kept result of a target's history (daemon.Run)."""
-
-    run: int  # numbers a target's runs from 1
-    result: ProbeResult
-    token_times_total: int  # token arrival times the probe kept; result.token_times may hold a thinned sample
-
-    @property
-    def thinned(self) -> bool: ...
-
-
 class Monitor(Protocol):
     """What the web layer needs of the running monitor (the daemon), and nothing more."""
 
     metrics: Any  # .registry: the CollectorRegistry /metrics renders
     targets: Mapping[str, Any]  # name -> TargetConfig (.dialect, .interval)
     last_results: Mapping[str, ProbeResult]
-    history: Mapping[str, Sequence[Run]]  # name -> the newest server.history runs, oldest first
+    history: Any  # monitor.history.History: .recent(name) in memory; .summaries/.run/.runs read the file (blocking)
     probe_endpoint: Any  # .handle(request): the /probe handler
     enable_lifecycle: bool
     shard: Any  # str(shard): "K/N", this replica's share of the targets
@@ -78,15 +68,14 @@ def _firing(result: ProbeResult, pushed: Sequence[str]) -> str:
     return ", ".join(f"<span class='bad{' now' if n in pushed else ''}'>{html.escape(n)}</span>" for n in names)
 
 
-def _runs_table(runs: Sequence[Run], chosen: Run) -> str:
+def _runs_table(runs: Sequence[RunSummary], chosen: int) -> str:
     """The target's kept runs, newest first, each linking to its timeline."""
     rows = []
-    for run in reversed(runs):
-        r = run.result
+    for r in runs:
         css = "bad" if r.alerts else "ok"
-        mark = " class=now" if run is chosen else ""
+        mark = " class=now" if r.run == chosen else ""
         rows.append(
-            f"<tr{mark}><td><a href='?run={run.run}'>{run.run}</a></td><td>{_when(r.started_at)}</td>"
+            f"<tr{mark}><td><a href='?run={r.run}'>{r.run}</a></td><td>{_when(r.started_at)}</td>"
             f"<td class={css}>{html.escape(r.outcome)} ({html.escape(r.reason)})</td>"
             f"<td>{_seconds(r.ttft_seconds)}</td><td>{_seconds(r.duration_seconds)}</td><td>{r.events}</td>"
             f"<td>{html.escape(', '.join(r.warnings) or '-')}</td><td>{html.escape(', '.join(r.alerts) or '-')}</td>"
@@ -146,49 +135,57 @@ def create_app(daemon: Monitor) -> Starlette:
             return PlainTextResponse("failed to reload config:\n" + "\n".join(errors) + "\n", status_code=400)
         return PlainTextResponse("config reloaded\n")
 
-    async def landing(request: Request) -> Response:
-        rows = []
+    def landing_row(name: str, target: Any, pushed: list[str]) -> str:
+        r = daemon.last_results.get(name)
+        link = f'<td><a href="targets/{html.escape(name)}">{html.escape(name)}</a></td><td>{html.escape(target.dialect)}</td>'
+        if r is None:
+            return f"<tr>{link}<td colspan=8>no finished run yet (every {target.interval:g} s)</td></tr>"
+        recent = daemon.history.recent(name)
+        sparkline = mini_sparkline_svg(recent.ttft_list() if recent else [r.ttft_seconds],
+                                       threshold=target.expect.ttft_threshold)
+        strip = mini_outcome_strip_svg(recent.outcome_list() if recent else [r.outcome])
+        return (
+            f"<tr>{link}<td class={'bad' if r.alerts else 'ok'}>{html.escape(r.outcome)} ({html.escape(r.reason)})</td>"
+            f"<td>{_seconds(r.ttft_seconds)}</td><td class=sparkline>{sparkline}</td>"
+            f"<td>{_seconds(r.duration_seconds)}</td><td class=outcomes>{strip}</td>"
+            f"<td class=firing>{_firing(r, pushed)}</td><td>{html.escape(', '.join(r.warnings) or '-')}</td>"
+            f"<td>{_ago(r.started_at + r.duration_seconds)}</td></tr>"
+        )
+
+    def landing_page() -> str:
+        """Every target, those with an alert condition or a firing alert first: one glance shows what is broken.
+        ~1 KB a target (compact pictures; the target's page has the detail)."""
+        failing, rest = [], []
         for name, target in daemon.targets.items():
             r = daemon.last_results.get(name)
-            runs = list(daemon.history.get(name, ()))
-            if r is None:
-                cells = [f"<td colspan=8>no finished run yet (every {target.interval:g} s)</td>"]
-            else:
-                css = "bad" if r.alerts else "ok"
-                ttfts = [run.result.ttft_seconds for run in runs]
-                sparkline = sparkline_svg(ttfts, threshold=target.expect.ttft_threshold)
-                strip = outcome_strip_svg([run.result.outcome for run in runs])
-                cells = [
-                    f"<td class={css}>{html.escape(r.outcome)} ({html.escape(r.reason)})</td>",
-                    f"<td>{_seconds(r.ttft_seconds)}</td><td class=sparkline>{sparkline}</td>",
-                    f"<td>{_seconds(r.duration_seconds)}</td><td class=outcomes>{strip}</td>",
-                    f"<td class=firing>{_firing(r, daemon.firing(name))}</td>",
-                    f"<td>{html.escape(', '.join(r.warnings) or '-')}</td>",
-                    f"<td>{_ago(r.started_at + r.duration_seconds)}</td>",
-                ]
-            link = f'<a href="targets/{html.escape(name)}">{html.escape(name)}</a>'
-            rows.append(f"<tr><td>{link}</td><td>{html.escape(target.dialect)}</td>{''.join(cells)}</tr>")
-        body = (
-            f"<h1>sse-monitor</h1><p>shard {html.escape(str(daemon.shard))} · <a href='metrics'>metrics</a> · "
-            "<a href='api/v1/targets'>JSON</a></p>"
-            "<table><tr><th>target</th><th>dialect</th><th>last outcome</th><th>TTFT</th><th>recent TTFT</th>"
-            "<th>duration</th><th>recent outcomes</th><th>alerts now firing</th><th>warnings</th><th>when</th></tr>"
-            f"{''.join(rows)}</table>{_chains_table(daemon.chains)}"
-        )
-        return HTMLResponse(PAGE.format(title="sse-monitor", body=body))
+            pushed = daemon.firing(name)
+            (failing if pushed or (r is not None and r.alerts) else rest).append(landing_row(name, target, pushed))
+        header = ("<tr><th>target</th><th>dialect</th><th>last outcome</th><th>TTFT</th><th>recent TTFT</th>"
+                  "<th>duration</th><th>recent outcomes</th><th>alerts now firing</th><th>warnings</th><th>when</th></tr>")
+        tables = [f"<h2 class=bad>failing ({len(failing)})</h2><table>{header}{''.join(failing)}</table>"] if failing else []
+        tables.append(f"<h2>{'healthy or not run yet' if failing else 'targets'} ({len(rest)})</h2>"
+                      f"<table>{header}{''.join(rest)}</table>")
+        return PAGE.format(title="sse-monitor", body=(
+            f"<h1>sse-monitor</h1><p>{len(daemon.targets)} targets · {len(failing)} failing · shard "
+            f"{html.escape(str(daemon.shard))} · <a href='metrics'>metrics</a> · <a href='api/v1/targets'>JSON</a></p>"
+            f"{''.join(tables)}{_chains_table(daemon.chains)}"))
+
+    async def landing(request: Request) -> Response:
+        return HTMLResponse(landing_page())
 
     async def target_page(request: Request) -> Response:
         name = request.path_params["name"]
         target = daemon.targets.get(name)
         if target is None:
             return PlainTextResponse(f"no target named {name!r}\n", status_code=404)
-        runs = list(daemon.history.get(name, ()))
-        chosen: Run | None = runs[-1] if runs else None
+        runs = await asyncio.to_thread(daemon.history.summaries, name)  # only the rows the table shows
         wanted = request.query_params.get("run")
+        number = runs[0].run if runs else None
         if wanted is not None:
-            chosen = next((run for run in runs if str(run.run) == wanted), None)
-            if chosen is None:
+            number = int(wanted) if wanted.isdigit() and any(str(r.run) == wanted for r in runs) else None
+            if number is None:
                 return PlainTextResponse(f"no run {wanted!r} of {name!r} is kept\n", status_code=404)
+        chosen: Run | None = None if number is None else await asyncio.to_thread(daemon.history.run, name, number)
         title = html.escape(name)
         parts = [f"<h1>{title}</h1><p><a href='..'>all targets</a> · "
                  f"<a href='../api/v1/targets/{title}/history'>JSON history</a></p>"]
@@ -196,22 +193,23 @@ def create_app(daemon: Monitor) -> Starlette:
             parts.append("<p>no finished run yet</p>")
         else:
             r = chosen.result
-            latest = chosen is runs[-1]
+            latest = chosen.run == runs[0].run
             parts.append(f"<h2>run {chosen.run}{' (the last)' if latest else ''}, {_when(r.started_at)}</h2>")
             text = summary(r) + f"\nfinished {_ago(r.started_at + r.duration_seconds)}"
             parts.append(f"<pre>{html.escape(text)}</pre>")
             parts.append(f"<div class=timeline>{timeline_svg(r, proxy_idle_timeout=target.proxy_idle_timeout)}</div>")
             if chosen.thinned:
-                parts.append(f"<p>older run: the timeline shows {len(r.token_times)} of its "
+                parts.append(f"<p>long stream: the timeline shows {len(r.token_times)} of its "
                              f"{chosen.token_times_total} token arrivals, evenly spaced</p>")
-            parts.append(_runs_table(runs, chosen))
+            parts.append(_runs_table(runs, chosen.run))
         return HTMLResponse(PAGE.format(title=f"sse-monitor: {title}", body="".join(parts)))
 
     async def history_json(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in daemon.targets:
             return JSONResponse({"error": f"no target named {name!r}"}, status_code=404)
-        out = [{"run": run.run, **run.result.to_dict()} for run in reversed(list(daemon.history.get(name, ())))]
+        runs = await asyncio.to_thread(daemon.history.runs, name)
+        out = [{"run": run.run, **run.result.to_dict()} for run in runs]
         return JSONResponse(out, headers={"X-SSE-Monitor-Shard": str(daemon.shard)})
 
     async def targets_json(request: Request) -> Response:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# A daemon a test starts without its own data directory keeps its run history here, never in the checkout's ./data.
+os.environ.setdefault("SSE_MONITOR_DATA_DIR", tempfile.mkdtemp(prefix="sse-monitor-test-data-"))
 
 
 def require_binary(name: str, *candidates: str) -> str:

@@ -65,7 +65,8 @@ class DaemonProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "run", "--config", str(self.config_path),
              "--listen", f"127.0.0.1:{self.port}", "--log-format", "json", *args],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})},
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "SSE_MONITOR_DATA_DIR": str(workdir / "data"), **(env or {})},
         )
         try:
             wait_until(lambda: self.get("/-/ready", timeout=1).status_code == 200, 20, "the daemon to be ready")
@@ -377,7 +378,7 @@ async def running_daemon(config_text: str, tmp_path: Path) -> AsyncIterator[tupl
 
     path = tmp_path / "c.yaml"
     path.write_text(config_text)
-    daemon = Daemon(load_config(path, {}), listen="127.0.0.1:0")
+    daemon = Daemon(load_config(path, {}), listen="127.0.0.1:0", data_dir=str(tmp_path / "data"))
     runner = asyncio.create_task(daemon.run())
     while daemon.server is None or not daemon.server.started:
         await asyncio.sleep(0.01)

@@ -7,12 +7,14 @@ import asyncio
 import re
 import socket
 import threading
+import time
 from array import array
 
 
 from servers import running_daemon
 from monitor.config import load_config
-from monitor.daemon import FULL_TIMES_RUNS, THINNED_TIMES, Daemon
+from monitor.daemon import Daemon
+from monitor.history import MAX_STORED_TIMES, History
 from monitor.result import COMPLETED, ProbeResult
 
 TOKEN_TICK = re.compile(r'<line class="token(?: burst)?" data-count="(\d+)"')  # timeline.py's token ticks (per pixel)
@@ -38,7 +40,7 @@ def test_the_newest_runs_are_kept_and_shown(simulator, tmp_path):
             for _ in range(5):
                 await daemon._run_target("chat")
             await daemon._run_target("other")
-            total = daemon._runs["chat"]
+            total = daemon.history.last_run("chat")
             history = (await client.get("/api/v1/targets/chat/history")).json()
             page = (await client.get("/targets/chat")).text
             older = (await client.get(f"/targets/chat?run={history[-1]['run']}")).text
@@ -160,35 +162,43 @@ def test_a_reload_resizes_the_history_keeping_the_newest(simulator, tmp_path):
                 await daemon._run_target("chat")
             grown = run_numbers((await client.get("/api/v1/targets/chat/history")).json())
             rows = re.findall(r"<a href='\?run=(\d+)'>", (await client.get("/targets/chat")).text)
-            return daemon._runs["chat"], before, shrunk, grown, rows
+            return daemon.history.last_run("chat"), before, shrunk, grown, rows
 
     total, before, shrunk, grown, rows = asyncio.run(scenario())
     assert shrunk == before[:2]  # the newest two of the three
     assert grown == [total, total - 1, total - 2, total - 3] and [int(r) for r in rows] == grown
 
 
-def test_older_runs_keep_thinned_time_arrays(tmp_path):
-    """Memory: only the newest FULL_TIMES_RUNS runs keep every token arrival time; older ones keep a sample."""
+def test_long_streams_are_stored_with_a_bounded_sample_of_their_arrival_times(tmp_path):
+    """Disk: a stored run keeps at most MAX_STORED_TIMES arrival times per array (evenly spaced, first and last kept);
+    the last result in memory keeps them all, and its trace; history never keeps a trace."""
     path = tmp_path / "c.yaml"
     path.write_text(config({"t": "http://127.0.0.1:9/x"}, history=10))
-
-    async def scenario():
-        daemon = Daemon(load_config(path, {}), listen="127.0.0.1:0")
-        for i in range(FULL_TIMES_RUNS + 3):
+    daemon = Daemon(load_config(path, {}), listen="127.0.0.1:0", data_dir=str(tmp_path / "data"))
+    daemon.history.start()
+    try:
+        for _ in range(2):
             times = array("d", (0.1 + k * 0.001 for k in range(20_000)))
             result = ProbeResult(url="http://127.0.0.1:9/x", dialect="openai-chat", outcome=COMPLETED, reason="ok",
-                                 token_times=times, comment_times=array("d", times), token_events=20_000,
+                                 started_at=time.time(), token_times=times, comment_times=array("d", times[:50]),
+                                 token_events=20_000,
                                  trace=[{"t": 0.0, "kind": "event", "type": "x", "data": "y"}])
             daemon.record("t", result)
-        return list(daemon.history["t"]), daemon.last_results["t"]
-
-    runs, last = asyncio.run(scenario())
-    assert last.trace is not None and runs[-1].result.trace is None  # history drops the trace
-    assert [len(r.result.token_times) for r in runs] == [THINNED_TIMES] * 3 + [20_000] * FULL_TIMES_RUNS
-    assert all(len(r.result.comment_times) == len(r.result.token_times) for r in runs)
-    thinned = runs[0].result.token_times
-    assert runs[0].thinned and not runs[-1].thinned and runs[0].token_times_total == 20_000
-    assert thinned[0] == 0.1 and abs(thinned[-1] - (0.1 + 19_999 * 0.001)) < 1e-9
+    finally:
+        daemon.history.stop()  # everything queued is written
+    reopened = History(daemon.history.path, per_target=10, retention=3600)
+    reopened.start()
+    try:
+        runs = reopened.runs("t")
+    finally:
+        reopened.stop()
+    last = daemon.last_results["t"]
+    assert [r.run for r in runs] == [2, 1] and last.trace is not None and len(last.token_times) == 20_000
+    stored = runs[0].result
+    assert stored.trace is None and runs[0].thinned and runs[0].token_times_total == 20_000
+    assert len(stored.token_times) == MAX_STORED_TIMES and len(stored.comment_times) == 50
+    assert stored.token_times[0] == 0.1 and abs(stored.token_times[-1] - (0.1 + 19_999 * 0.001)) < 1e-6
+    assert stored.token_events == 20_000 and stored.outcome == COMPLETED
 
 
 def test_the_daemons_pages_render_in_a_real_headless_browser(simulator, tmp_path):

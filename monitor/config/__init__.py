@@ -72,6 +72,7 @@ from .models import (
     MonitorSettings,
     SchedulerConfig,
     ServerConfig,
+    StorageConfig,
     TargetConfig,
 )
 from .values import (
@@ -123,6 +124,7 @@ __all__ = [
     "MonitorSettings",
     "SchedulerConfig",
     "ServerConfig",
+    "StorageConfig",
     "TargetConfig",
     "check_config",
     "expand_env",

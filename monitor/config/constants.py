@@ -22,7 +22,11 @@ DEFAULT_DIALECT = "openai-chat"
 # take ~35 % of the core and ~70 MB, ~630 saturate it. 400 leaves headroom for scrapes and faster streams; the cap
 # bounds CPU and memory, never timing precision (kernel stamps), and runs that wait for it are counted.
 DEFAULT_MAX_CONCURRENT = 400
-DEFAULT_HISTORY = 100  # results kept per target for the pages and /api/v1/targets/NAME/history
+DEFAULT_HISTORY = 100  # runs kept per target for the pages and /api/v1/targets/NAME/history
+DEFAULT_RETENTION = 7 * 86400.0  # runs older than this are deleted from the history
+DEFAULT_DATA_DIR = "data"  # where the history file goes when storage.path is not set (--data-dir, SSE_MONITOR_DATA_DIR)
+DATA_DIR_ENV = "SSE_MONITOR_DATA_DIR"
+HISTORY_FILE = "sse-monitor.db"
 DEFAULT_MAX_CONCURRENT_PROBES = 50  # /probe runs at once: Prometheus scrapes them on its own schedule
 DEFAULT_JITTER = 5.0
 DEFAULT_LISTEN = "0.0.0.0:9108"

@@ -55,8 +55,10 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     return resolved
 
 
-def check_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> int:
-    """`sse-monitor check-config FILE`: print 'FILE: OK, N targets' and return 0, or every problem (stderr), 2."""
+def check_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
+                 data_dir: str | None = None) -> int:
+    """`sse-monitor check-config FILE`: print 'FILE: OK, N targets' and where history goes, and return 0; or every
+    problem (stderr), 2."""
     try:
         config = load_config(path, environ)
     except ConfigError as err:
@@ -65,4 +67,15 @@ def check_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None
         return 2
     count = len(config.targets)
     print(f"{os.fspath(path)}: OK, {count} target{'' if count == 1 else 's'}")
+    where = config.storage.file(data_dir)
+    print(f"history: the newest {config.server.history} runs per target, for at most "
+          f"{_days_or_hours(config.storage.retention)}, "
+          f"{'in memory only (storage.path: :memory:)' if where == ':memory:' else f'in {where}'}")
     return 0
+
+
+def _days_or_hours(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:g} s"

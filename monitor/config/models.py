@@ -4,6 +4,7 @@ pydantic-settings reads); and the type found at a field path."""
 from __future__ import annotations
 
 import json
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -38,6 +39,10 @@ from .constants import (
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_CONCURRENT_PROBES,
     DEFAULT_RESEND_INTERVAL,
+    DEFAULT_DATA_DIR,
+    DEFAULT_RETENTION,
+    DATA_DIR_ENV,
+    HISTORY_FILE,
     ENV_NESTED_DELIMITER,
     ENV_PREFIX,
 )
@@ -59,6 +64,7 @@ from .values import (
     OptionalDuration,
     OptionalEventData,
     OptionalEventType,
+    OptionalFilePath,
     OptionalModuleName,
     OptionalRegion,
     OptionalPositiveInt,
@@ -269,7 +275,7 @@ class ServerConfig(_Section):
         DEFAULT_MAX_CONCURRENT_PROBES, description="/probe requests running at once; more are answered 503"
     )
     history: PositiveInt = Field(
-        DEFAULT_HISTORY, description="results kept in memory per target for the pages and the JSON history"
+        DEFAULT_HISTORY, description="runs kept per target (in the history file) for the pages and the JSON history"
     )
 
     @property
@@ -280,6 +286,25 @@ class ServerConfig(_Section):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class StorageConfig(_Section):
+    """Where every finished run is kept (SQLite), and for how long."""
+
+    path: OptionalFilePath = Field(
+        None, description='the run-history SQLite file; null: sse-monitor.db in the data directory (--data-dir, '
+                          'SSE_MONITOR_DATA_DIR, default ./data); ":memory:" keeps history in this process only'
+    )
+    retention: Duration = Field(
+        DEFAULT_RETENTION, description="runs older than this are deleted (server.history bounds the count per target)"
+    )
+
+    def file(self, data_dir: str | None = None) -> str:
+        """The history file: `path`, or sse-monitor.db in the data directory (the argument, else
+        SSE_MONITOR_DATA_DIR, else ./data)."""
+        if self.path is not None:
+            return self.path
+        return str(Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR) / HISTORY_FILE)
 
 
 class AlertmanagerConfig(_Section):
@@ -322,6 +347,7 @@ class MonitorConfig(_Section):
     targets: list[TargetConfig] = Field(default_factory=list)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
     chain_checks: list[ChainCheckConfig] = Field(default_factory=list)
     region: OptionalRegion = Field(

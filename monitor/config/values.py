@@ -354,6 +354,7 @@ def _v_query_param(value: Any) -> str | None:
 OptionalQueryParam = Annotated[str | None, BeforeValidator(_v_query_param)]
 ModuleName = Annotated[str, BeforeValidator(_v_name)]
 OptionalModuleName = Annotated[str | None, BeforeValidator(_optional(_v_name))]
+OptionalFilePath = Annotated[str | None, BeforeValidator(_optional(_string_checker('a file path or ":memory:"')))]
 OptionalRegion = Annotated[str | None, BeforeValidator(_optional(_string_checker("a region name (a label value)")))]
 AllowedTarget = Annotated[str, BeforeValidator(lambda value: _v_allowed_target(value))]
 AllowedTargets = Annotated[
