@@ -4,6 +4,7 @@ count and by age, numbered across restarts; a storage fault never stops probing 
 from __future__ import annotations
 
 import collections
+import fcntl
 import itertools
 import json
 import os
@@ -203,10 +204,7 @@ class StorageFault(Exception):
 def _cause(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    text = str(exc)
-    if "locked" in text:
-        return f"{text} (another sse-monitor uses this file?)"
-    return text
+    return str(exc)
 
 
 # ---- the store --------------------------------------------------------------------------------------------------------
@@ -235,6 +233,7 @@ class History:
         self._recent: dict[str, Recent] = {}
         self._db_lock = threading.Lock()  # one connection, used by the writer and the readers in turn
         self._db: sqlite3.Connection | None = None
+        self._claim: int | None = None  # the open lock file (PATH.lock) that makes the file this process's alone
         self._fault: str | None = None  # why the file is not in use now
         self._adopted = False  # the file's recent runs were read (once: later the memory has them all)
         self._next_try = 0.0
@@ -288,10 +287,7 @@ class History:
             self._lock.notify()
         if self._thread is not None:
             self._thread.join(timeout)
-        with self._db_lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._close()
 
     @property
     def up(self) -> bool:
@@ -478,13 +474,48 @@ class History:
     def _open(self) -> sqlite3.Connection:
         if self.path != MEMORY:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
+            self._claim_file()
+        try:
+            db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            self._release_claim()
+            raise
         try:
             self._prepare(db)
         except BaseException:
             db.close()
+            self._release_claim()
             raise
         return db
+
+    def _claim_file(self) -> None:
+        """One monitor per file: an exclusive lock on PATH.lock, held while the file is open. (Other programs may
+        read the database meanwhile, e.g. the sqlite3 shell: WAL lets them.)"""
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageFault("locked: another sse-monitor process uses this file") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._claim = fd
+
+    def _release_claim(self) -> None:
+        if self._claim is not None:
+            os.close(self._claim)  # closing the descriptor lets the lock go
+            self._claim = None
+
+    def _close(self) -> None:
+        with self._db_lock:
+            if self._db is not None:
+                try:
+                    self._db.close()
+                except sqlite3.Error:
+                    pass
+                self._db = None
+        self._release_claim()
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         """Claim the file for this process, check that it is ours and of a version we know, migrate it."""
@@ -502,12 +533,11 @@ class History:
         if version > SCHEMA_VERSION:
             raise StorageFault(f"its schema is version {version}, newer than this sse-monitor knows ({SCHEMA_VERSION}):"
                                " written by a newer release; it is left as it is")
-        db.execute("PRAGMA locking_mode = EXCLUSIVE")  # one daemon per file: a second one sees it locked
         if self.path != MEMORY:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")  # WAL: a process crash loses no commit
             db.execute("PRAGMA journal_size_limit = 8388608")
-        db.execute("BEGIN IMMEDIATE")  # takes the write lock now, and keeps it (EXCLUSIVE)
+        db.execute("BEGIN IMMEDIATE")
         try:
             check = db.execute("PRAGMA quick_check").fetchone()[0] if tables else "ok"
             if check != "ok":
@@ -587,13 +617,7 @@ class History:
         """The file failed: count it, say so once, close it, and try again later. Probing goes on."""
         self._count(operation)
         cause = _cause(exc)
-        with self._db_lock:
-            if self._db is not None:
-                try:
-                    self._db.close()
-                except sqlite3.Error:
-                    pass
-                self._db = None
+        self._close()
         if self.metrics is not None:
             self.metrics.storage_up.set(0)
         if cause != self._fault:
