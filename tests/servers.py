@@ -95,7 +95,8 @@ class DaemonProcess:
                    if name == "sse_probe_runs_total" and ("target", target) in labels)
 
     def logs(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def log_events(self) -> list[dict]:

@@ -297,3 +297,87 @@ def test_the_daemon_probes_and_pages_while_its_history_file_is_unusable(simulato
     assert "sse_monitor_storage_up 0.0" in metrics_text
     assert 'sse_monitor_storage_errors_total{operation="open"}' in metrics_text
     assert "run 2 (the last)" in page and "<a href='?run=1'>1</a>" in page
+
+
+# ---- the real process -------------------------------------------------------------------------------------------------
+
+
+def busy_config(simulator: str, targets: int = 12) -> str:
+    url = f"{simulator}/v1/chat/completions?ttft=0.02&tokens=20&rate=400"
+    lines = ["scheduler: {jitter: 0s}\ntargets:\n"]
+    lines += [f"  - {{name: t{i}, url: \"{url}\", interval: 0.5s, timeout: 10s, idle_timeout: 5s}}\n"
+              for i in range(targets)]
+    return "".join(lines)
+
+
+def finished_runs(daemon) -> dict[tuple[str, int], float]:
+    """(target, run) -> when it finished (unix time), from the daemon's probe_finished log lines."""
+    return {(e["target"], e["run"]): e["started_at"] + e["duration_seconds"]
+            for e in daemon.log_events() if e.get("event") == "probe_finished"}
+
+
+def test_a_restart_keeps_the_history_and_numbering(simulator, tmp_path):
+    from servers import DaemonProcess
+
+    data = tmp_path / "data"
+    env = {"SSE_MONITOR_DATA_DIR": str(data)}
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+    first = DaemonProcess(busy_config(simulator, 2), tmp_path / "first", env=env)
+    try:
+        wait_until(lambda: first.runs("t0") >= 3, 15, "three runs")
+    finally:
+        assert first.stop() == 0
+    before = {key for key in finished_runs(first) if key[0] == "t0"}
+    second = DaemonProcess(busy_config(simulator, 2), tmp_path / "second", env=env)
+    try:
+        wait_until(lambda: second.runs("t0") >= 1, 15, "a run after the restart")
+        history = second.get("/api/v1/targets/t0/history").json()
+        page = second.get(f"/targets/t0?run={min(n for _, n in before)}")
+        landing = second.get("/").text
+    finally:
+        second.stop()
+    numbers = [h["run"] for h in history]
+    assert {("t0", n) for n in numbers} >= before  # every run of the first process is there
+    assert max(numbers) > max(n for _, n in before)  # and the new ones count on from them
+    assert page.status_code == 200 and "<div class=timeline><svg" in page.text
+    assert f'data-runs="{len(numbers)}"' in landing or f'data-runs="{len(numbers) + 1}"' in landing
+
+
+def test_kill_9_at_random_moments_loses_no_finished_run(simulator, tmp_path):
+    """The real daemon under load (12 targets, ~20 runs a second), killed with SIGKILL at random moments, six times in a
+    row: each time, every run that finished more than 1 s before the kill is in the file, the file passes
+    PRAGMA integrity_check, and numbering continues after the restart from the file's last run."""
+    import random
+    import signal
+
+    from servers import DaemonProcess
+
+    data = tmp_path / "data"
+    env = {"SSE_MONITOR_DATA_DIR": str(data)}
+    rng = random.Random(1234)
+    highest: dict[str, int] = {}
+    for cycle in range(6):
+        (tmp_path / f"cycle{cycle}").mkdir()
+        daemon = DaemonProcess(busy_config(simulator), tmp_path / f"cycle{cycle}", env=env)
+        try:
+            time.sleep(rng.uniform(1.5, 3.5))
+            killed_at = time.time()
+            daemon.proc.send_signal(signal.SIGKILL)
+            daemon.proc.wait(10)
+        finally:
+            daemon.stop()
+        finished = finished_runs(daemon)
+        due = {key for key, at in finished.items() if at < killed_at - 1.0}
+        assert len(due) >= 10, f"cycle {cycle}: too few runs to judge ({len(finished)})"
+        with contextlib.closing(sqlite3.connect(data / "sse-monitor.db")) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            kept = set(db.execute("SELECT target, run FROM runs").fetchall())
+        assert due <= kept, f"cycle {cycle}: lost {sorted(due - kept)[:10]}"
+        firsts: dict[str, int] = {}
+        for target, number in finished:
+            firsts[target] = min(firsts.get(target, number), number)
+        # numbering goes on from the last run in the file (a run lost in the last moment before a kill is not there)
+        assert firsts == {t: highest.get(t, 0) + 1 for t in firsts}, f"cycle {cycle}"
+        for target, number in kept:
+            highest[target] = max(highest.get(target, 0), number)
