@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 
@@ -12,10 +14,17 @@ from conftest import ROOT, free_port
 from servers import wait_until
 
 
-def test_the_demo_shows_each_kind_of_trouble_and_checks_its_canary_then_stops_on_sigterm():
+def start_demo(port: int, workdir: Path) -> subprocess.Popen:
+    """`sse-monitor demo` as a new user starts it: in their own directory, history in ./data."""
+    env = {k: v for k, v in os.environ.items() if k != "SSE_MONITOR_DATA_DIR"}
+    return subprocess.Popen([sys.executable, "-m", "monitor.cli", "demo", "--listen", f"127.0.0.1:{port}",
+                             "--log-format", "json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=workdir, env={**env, "PYTHONPATH": str(ROOT)})
+
+
+def test_the_demo_shows_each_kind_of_trouble_and_checks_its_canary_then_stops_on_sigterm_and_keeps_its_history(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "demo", "--listen", f"127.0.0.1:{port}",
-                             "--log-format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc = start_demo(port, tmp_path)
     base = f"http://127.0.0.1:{port}"
 
     def get(path: str) -> dict:
@@ -39,7 +48,17 @@ def test_the_demo_shows_each_kind_of_trouble_and_checks_its_canary_then_stops_on
         report = chains["direct-to-canary"]
         assert report["ok"] and all(c["ok"] for c in report["checks"]), report["checks"]
         assert "proxy chains" in httpx.get(base + "/", timeout=5).text
+        before = [run["run"] for run in get("/api/v1/targets/healthy/history")]
     finally:
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(timeout=15)
-    assert status == 0
+    assert status == 0 and (tmp_path / "data" / "sse-monitor.db").exists()
+
+    proc = start_demo(port, tmp_path)  # started again: the history of the first run is still there, numbering goes on
+    try:
+        after = wait_until(lambda: (h := get("/api/v1/targets/healthy/history")) and h[0]["run"] > max(before) and h,
+                           40, "a run of the restarted demo")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    assert set(before) <= {run["run"] for run in after}
