@@ -5,7 +5,8 @@
 #   docker run -d --name sse-monitor -p 9108:9108 \
 #     -v "$PWD/my-config:/etc/sse-monitor:ro" -e OPENAI_API_KEY sse-monitor
 #
-# The configuration is not in the image: mount a directory holding config.yaml at /etc/sse-monitor (mount the
+# The run history is kept in /var/lib/sse-monitor/sse-monitor.db (a volume: name it, `-v sse-monitor-data:/var/lib/
+# sse-monitor`, to keep it across new containers). The configuration is not in the image: mount a directory holding config.yaml at /etc/sse-monitor (mount the
 # directory rather than the file, so an edited file is seen by `docker kill -s HUP`, or by `POST /-/reload` when
 # the daemon runs with --web.enable-lifecycle). Secrets come from the environment (${VAR} in the file). Check a
 # file first:
@@ -33,13 +34,17 @@ LABEL org.opencontainers.image.title="sse-monitor" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/sse-monitor/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    SSE_MONITOR_DATA_DIR=/var/lib/sse-monitor
 RUN groupadd --system --gid 10001 sse-monitor \
  && useradd --system --uid 10001 --gid sse-monitor --no-create-home --home-dir /nonexistent \
             --shell /usr/sbin/nologin sse-monitor \
- && mkdir -p /etc/sse-monitor
+ && mkdir -p /etc/sse-monitor /var/lib/sse-monitor \
+ && chown 10001:10001 /var/lib/sse-monitor
 COPY --from=build /opt/sse-monitor /opt/sse-monitor
 USER 10001:10001
+# The run history (sse-monitor.db, SQLite): a volume, so it survives a new container
+VOLUME /var/lib/sse-monitor
 EXPOSE 9108
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \

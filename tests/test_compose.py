@@ -18,12 +18,19 @@ TESTS = Path(__file__).parent
 
 
 def mounts(service: str) -> dict[str, Path]:
-    """container path -> host path of each bind mount."""
+    """container path -> host path of each bind mount (named volumes are not bind mounts)."""
     out = {}
     for volume in SERVICES[service].get("volumes", []):
         host, container = volume.split(":")[:2]
-        out[container] = (ROOT / host).resolve()
+        if host.startswith((".", "/")):
+            out[container] = (ROOT / host).resolve()
     return out
+
+
+def test_the_run_history_is_on_a_named_volume_at_the_images_data_directory():
+    named = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["sse-monitor"]["volumes"] if not v.startswith((".", "/"))}
+    assert named["/var/lib/sse-monitor"] in COMPOSE["volumes"]  # declared, so `docker compose down` keeps it
+    assert "SSE_MONITOR_DATA_DIR=/var/lib/sse-monitor" in (ROOT / "Dockerfile").read_text()
 
 
 def test_the_whole_system_is_there():

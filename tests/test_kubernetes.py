@@ -320,9 +320,18 @@ def test_the_pod_is_non_root_with_a_read_only_root_filesystem(name):
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert not sc.get("privileged")
     assert pod["automountServiceAccountToken"] is False
-    # the only writable place is a bounded scratch /tmp
-    writable = [m for m in c["volumeMounts"] if not m.get("readOnly")]
-    assert [m["mountPath"] for m in writable] == ["/tmp"]
+    # the only writable places are a bounded scratch /tmp and the run history's directory, the image's data dir
+    writable = {m["mountPath"]: m["name"] for m in c["volumeMounts"] if not m.get("readOnly")}
+    assert set(writable) == {"/tmp", "/var/lib/sse-monitor"}
+    assert "SSE_MONITOR_DATA_DIR=/var/lib/sse-monitor" in (ROOT / "Dockerfile").read_text()  # the image's ENV
+    workload_spec = workload(objects)["spec"]
+    claims = {t["metadata"]["name"] for t in workload_spec.get("volumeClaimTemplates", [])}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    data = writable["/var/lib/sse-monitor"]
+    if name == "sharded":  # each shard's history on its own claim, kept across pods
+        assert data in claims and data not in volumes
+    else:  # an emptyDir: kept across container restarts (an OOM kill), bounded
+        assert quantity(volumes[data]["emptyDir"]["sizeLimit"]) <= 2 * 2**30
 
 
 @pytest.mark.parametrize("name", WORKLOADS)
@@ -417,7 +426,10 @@ def test_sharded_is_a_statefulset_whose_replicas_are_the_shard_count():
     # the pod template is the base's, defined once
     base = render("base")
     assert {k: v for k, v in container(objects).items() if k != "env"} == container(base)
-    assert statefulset["spec"]["template"]["spec"]["volumes"] == workload(base)["spec"]["template"]["spec"]["volumes"]
+    base_volumes = workload(base)["spec"]["template"]["spec"]["volumes"]
+    assert statefulset["spec"]["template"]["spec"]["volumes"] == [v for v in base_volumes if v["name"] != "data"]
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]  # the history volume, one per shard
+    assert claim["metadata"]["name"] == "data" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
 def test_every_shard_is_probed_by_exactly_one_pod():
