@@ -85,4 +85,4 @@ def test_a_reload_that_changes_the_jitter_delays_later_runs_and_keeps_the_phase(
     origin = sum(off_schedule(starts[:before], interval, 0.0)) / before  # the phase: on time while jitter was 0
     late = off_schedule(starts, interval, origin)[before:]
     assert max(late) > interval / 8  # the new jitter delays runs ...
-    assert min(late) > -0.03 and max(late) < interval / 2 + 0.03  # ... around the same slots, none missed
+    assert min(late) > -0.03 and max(late) < interval / 2 + 0.05  # ... around the same slots (+ loop latency)
