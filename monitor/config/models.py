@@ -265,7 +265,7 @@ class TargetConfig(_ProbeSettings):
 
 class SchedulerConfig(_Section):
     max_concurrent: PositiveInt = Field(DEFAULT_MAX_CONCURRENT, description="global cap on concurrent streams")
-    jitter: JitterDuration = Field(DEFAULT_JITTER, description="random delay of up to this much added to each run")
+    jitter: JitterDuration = Field(DEFAULT_JITTER, description="random delay per run (max interval/2); rate unchanged")
 
 
 class ServerConfig(_Section):
