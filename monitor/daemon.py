@@ -170,6 +170,7 @@ class Daemon:
             self.last_results.pop(name, None)
             self.history.forget(name)
         self.history.resize(config.server.history, config.storage.retention)
+        self.scheduler.jitter = config.scheduler.jitter  # before scheduling: a target added now runs with it
         if config.storage.file() != self.config.storage.file():
             log.warning("storage_path_unchanged", running=self.history.path, configured=config.storage.file(),
                         why="a new history file takes effect at the next start")
@@ -188,7 +189,6 @@ class Daemon:
                 self.scheduler.schedule(name, target.interval)
         if config.scheduler.max_concurrent != self.config.scheduler.max_concurrent:
             self._semaphore = asyncio.Semaphore(config.scheduler.max_concurrent)
-        self.scheduler.jitter = config.scheduler.jitter
         self.probe_endpoint.max_concurrent = config.server.max_concurrent_probes
         self.alerting.reconfigure(config.alertmanager)
         self.chains.apply(config.chain_checks)
