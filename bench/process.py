@@ -72,6 +72,8 @@ TARGETS = {  # the issue's targets: (figure, comparison, limit)
     "blackbox_p99_over_ours_at_200": (">=", 10.0),
     "cpu_us_per_event_at_200": ("<=", 60.0),
     "peak_rss_mb_at_1000": ("<=", 150.0),
+    "steady_rss_mb_at_1000_targets": ("<=", 150.0),  # every target's history full (the steady level)
+    "steady_rss_growth_mb_per_hour": ("<=", 1.0),
 }
 
 
@@ -191,8 +193,12 @@ class Workload:
 
 
 def level_spec(name: str, w: Workload) -> dict:
-    """'200' (streams), 'cap' / 'cap:230' (targets at the default max_concurrent), 'flood' / 'flood:20'."""
+    """'200' (streams), 'cap' / 'cap:230' (targets at the default max_concurrent), 'flood' / 'flood:20',
+    'steady' / 'steady:1000' (targets with full history: bench/steady.py)."""
     kind, _, n = name.partition(":")
+    if kind == "steady":
+        from steady import steady_spec
+        return steady_spec(name, w)
     if kind.isdigit():
         streams = int(kind)
         targets = w.targets_for(streams)
@@ -206,7 +212,8 @@ def level_spec(name: str, w: Workload) -> dict:
         healthy = int(n or FLOOD_HEALTHY)
         return {"name": name, "kind": "flood", "streams": round(healthy * w.stream_seconds / w.interval) + 1,
                 "targets": healthy + 1, "healthy": healthy, "max_concurrent": None}
-    raise SystemExit(f"--levels: unknown level {name!r} (a number of streams, cap[:TARGETS] or flood[:HEALTHY])")
+    raise SystemExit(f"--levels: unknown level {name!r} (a number of streams, cap[:TARGETS], flood[:HEALTHY] or "
+                     "steady[:TARGETS])")
 
 
 def target_names(spec: dict) -> list[str]:
@@ -385,6 +392,7 @@ def daemon_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
     say(f"level {spec['name']}: {spec['targets']} targets every {w.interval:g} s (~{spec['streams']} streams), "
         f"max_concurrent {cap if cap else f'{DEFAULT_CAP} (default)'}; warm-up {opts.warmup:g} s, "
         f"window {opts.window:g} s ...")
+    shutil.rmtree(RUN_DIR / "data", ignore_errors=True)  # the daemon's history (./data): each level starts empty
     sim = Simulator(env["sim_python"], sim_core, truth_path, RUN_DIR / f"simulator-{tag}.stderr")
     daemon = None
     try:
@@ -1049,8 +1057,9 @@ def machine() -> dict:
 # ---- results -------------------------------------------------------------------------------------------------------
 
 
-def evaluate(levels: list[dict], blackbox: list[dict], side: list[dict]) -> dict:
+def evaluate(levels: list[dict], blackbox: list[dict], side: list[dict], steady: list[dict]) -> dict:
     by = {lv["level"]: lv for lv in levels}
+    full = next((s for s in steady if s["targets"] == 1000 and s["prefilled"]), {})
     bb = {b["level"]: b for b in blackbox}
     sbs = (next((p for p in side if p["level"] == "200"), None) or {})
 
@@ -1067,6 +1076,8 @@ def evaluate(levels: list[dict], blackbox: list[dict], side: list[dict]) -> dict
         "blackbox_p99_over_ours_at_200": sbs.get("blackbox_p99_over_ours"),
         "cpu_us_per_event_at_200": (by.get("200") or {}).get("cpu_us_per_event"),
         "peak_rss_mb_at_1000": (by.get("1000") or {}).get("peak_rss_mb"),
+        "steady_rss_mb_at_1000_targets": full.get("steady_rss_mb"),
+        "steady_rss_growth_mb_per_hour": full.get("rss_growth_mb_per_hour"),
     }
     out = {}
     for key, (op, limit) in TARGETS.items():
@@ -1231,8 +1242,13 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer levels, shorter windows (<= 3 minutes)")
-    parser.add_argument("--levels", help="comma-separated: stream counts, cap[:TARGETS], flood[:HEALTHY] "
-                                         "(default 50,200,500,1000,cap,flood; quick 200,1000,flood)")
+    parser.add_argument("--levels", help="comma-separated: stream counts, cap[:TARGETS], flood[:HEALTHY], "
+                                         "steady[:TARGETS] (default 50,200,500,1000,cap,flood,steady; quick "
+                                         "200,1000,flood)")
+    parser.add_argument("--steady-window", type=float, default=240.0,
+                        help="the steady level's window after its warm-up, seconds (default 240)")
+    parser.add_argument("--steady-no-prefill", dest="steady_prefill", action="store_false",
+                        help="start the steady level with an empty history (the RSS curve shows it filling)")
     parser.add_argument("--blackbox-levels", help="stream counts for blackbox_exporter (default 50,200,500,1000; "
                                                   "quick 200; '' for none)")
     parser.add_argument("--side-by-side-levels", help="stream counts at which the daemon and blackbox_exporter run "
@@ -1266,7 +1282,7 @@ def main(argv: list[str] | None = None) -> int:
     w = Workload(opts)
     if opts.warmup < w.interval + 1:
         raise SystemExit(f"--warmup must be at least the interval + 1 s ({w.interval + 1:g})")
-    default_levels = "200,1000,flood" if quick else "50,200,500,1000,cap,flood"
+    default_levels = "200,1000,flood" if quick else "50,200,500,1000,cap,flood,steady"
     levels = [level_spec(x.strip(), w) for x in (default_levels if opts.levels is None else opts.levels).split(",")
               if x.strip()]
     bb_levels = [level_spec(x.strip(), w) for x in (("200" if quick else "50,200,500,1000") if opts.blackbox_levels
@@ -1315,7 +1331,7 @@ def main(argv: list[str] | None = None) -> int:
                          "targets and their interval", "server.listen 127.0.0.1:0 (loopback)",
                          f"scheduler.jitter {w.jitter:g}s" if w.jitter != DEFAULT_JITTER else None,
                          "scheduler.max_concurrent where the level needs more than 50") if x]},
-        "levels": [], "blackbox": [], "side_by_side": [],
+        "levels": [], "blackbox": [], "side_by_side": [], "steady": [],
     }
     say(f"measuring {' '.join(env['daemon_cmd'])} (sse-monitor {installed.get('sse-monitor')}, Python "
         f"{installed['python']}, {'uvloop' if installed['uvloop'] else 'asyncio event loop (no uvloop installed)'})"
@@ -1324,6 +1340,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  note: the install differs from this tree in {', '.join(installed['differs_from_work_tree'])}")
     for spec in levels:
         try:
+            if spec["kind"] == "steady":
+                from steady import steady_pass
+                results["steady"].append(steady_pass(spec, w, opts, env))
+                continue
             results["levels"].append(daemon_pass(spec, w, opts, env))
         except (RuntimeError, OSError) as exc:
             say(f"  level {spec['name']} failed: {exc}")
@@ -1356,7 +1376,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"  side-by-side level {spec['name']} failed: {exc}")
                 results.setdefault("failures", []).append({"level": f"side by side {spec['name']}",
                                                            "error": str(exc)})
-    results["targets"] = evaluate(results["levels"], results["blackbox"], results["side_by_side"])
+    results["targets"] = evaluate(results["levels"], results["blackbox"], results["side_by_side"], results["steady"])
     results["seconds"] = round(time.monotonic() - started, 1)
     Path(opts.out).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -1371,6 +1391,15 @@ def main(argv: list[str] | None = None) -> int:
           + (" (default 5 s)" if w.jitter != DEFAULT_JITTER else "") + f"; window {opts.window:g} s after "
           f"{opts.warmup:g} s\n")
     print(table(results))
+    for st in results["steady"]:
+        g = st["groups"]["all"]
+        print(f"\nsteady {st['level']}: {st['targets']} targets every {st['interval_seconds']:g} s "
+              f"(~{_f(st['mean_open_streams'], 0)} streams open), history {'full (100 runs each)' if st['prefilled'] else 'filling from empty'}; "
+              f"RSS {st['steady_rss_mb']} MB at the end of {st['window_seconds']:g} s (min {st['rss_mb_min']}, max "
+              f"{st['rss_mb_max']}, growth {st['rss_growth_mb_per_hour']} MB/h), VmHWM {st['peak_rss_mb']} MB; history "
+              f"file {st['history_file_mb']} MB; history writer {_f(100 * (st['history_writer_share_of_daemon_cpu'] or 0), 1)} % "
+              f"of the daemon's CPU ({_f(100 * st['daemon_core_share'], 0)} % of a core); TTFT error p50/p99/max "
+              f"{_triple(g['ttft_error'])} ms")
     print()
     for key, v in results["targets"].items():
         if v["target"] is None:

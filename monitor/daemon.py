@@ -278,9 +278,12 @@ class Daemon:
             except Exception:
                 log.exception("result_listener_failed", target=name)
 
-    def firing(self, name: str) -> list[str]:
-        """The alerts the Alertmanager pusher holds as firing for this target (after fire_after bad runs)."""
-        return sorted(state.alertname for state in self.alerting.firing() if state.target == name)
+    def firing(self) -> dict[str, list[str]]:
+        """Per target, the alerts the Alertmanager pusher holds as firing (after fire_after bad runs)."""
+        out: dict[str, list[str]] = {}
+        for state in self.alerting.firing():
+            out.setdefault(state.target, []).append(state.alertname)
+        return {target: sorted(names) for target, names in out.items()}
 
     def _on_skip(self, name: str) -> None:
         if name in self.targets:

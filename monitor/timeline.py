@@ -362,18 +362,26 @@ def mini_sparkline_svg(values: Sequence[float | None], *, threshold: float | Non
     return "".join(out)
 
 
-def mini_outcome_strip_svg(outcomes: Sequence[str], *, width: int = 120, height: int = 8) -> str:
-    """The landing page's outcome strip: consecutive runs with the same outcome share one cell, with its title."""
+def mini_outcome_strip_svg(outcomes: Sequence[str], *, columns: int = 30, width: int = 120, height: int = 8) -> str:
+    """The landing page's outcome strip: runs grouped into at most `columns` columns, each coloured by the worst
+    outcome in it (failed, then ended early); neighbouring columns of one colour share a cell, with its title."""
     n = len(outcomes)
+    cols = min(n, columns)
+    cells: list[tuple[str, bool]] = []  # (the worst outcome, whether other outcomes are in the column too)
+    for c in range(cols):
+        group = set(outcomes[c * n // cols:(c + 1) * n // cols])
+        worst = next((o for o in (FAILED, ENDED_EARLY) if o in group), min(group))
+        cells.append((worst, len(group) > 1))
     out = [f'<svg class="outcome-strip mini" width="{width}" height="{height}" data-runs="{n}">']
     start = 0
-    for i in range(1, n + 1):
-        if i == n or outcomes[i] != outcomes[start]:
-            outcome = outcomes[start]
-            runs = f"run {start + 1}" if i - start == 1 else f"runs {start + 1}-{i}"
-            out.append(f'<rect x="{_n(start * width / n)}" width="{_n((i - start) * width / n)}" height="{height}" '
-                       f'fill="{OUTCOME_COLOURS.get(outcome, UNKNOWN_COLOUR)}"><title>{runs}: {esc(outcome)}'
-                       "</title></rect>")
-            start = i
+    for c in range(1, cols + 1):
+        if c == cols or cells[c][0] != cells[start][0]:
+            worst, mixed = cells[start][0], any(m for _, m in cells[start:c])
+            first, last = start * n // cols + 1, c * n // cols
+            runs = f"run {first}" if first == last else f"runs {first}-{last}"
+            out.append(f'<rect x="{_n(start * width / cols)}" width="{_n((c - start) * width / cols)}" '
+                       f'height="{height}" fill="{OUTCOME_COLOURS.get(worst, UNKNOWN_COLOUR)}"><title>{runs}: '
+                       f'{esc(worst)}{" (some)" if mixed else ""}</title></rect>')
+            start = c
     out.append("</svg>")
     return "".join(out)

@@ -57,7 +57,7 @@ class Monitor(Protocol):
 
     def reload(self) -> list[str]: ...
 
-    def firing(self, name: str) -> list[str]: ...  # the alerts the Alertmanager pusher holds as firing for a target
+    def firing(self) -> Mapping[str, list[str]]: ...  # per target, the alerts the Alertmanager pusher holds as firing
 
 
 def _firing(result: ProbeResult, pushed: Sequence[str]) -> str:
@@ -135,15 +135,26 @@ def create_app(daemon: Monitor) -> Starlette:
             return PlainTextResponse("failed to reload config:\n" + "\n".join(errors) + "\n", status_code=400)
         return PlainTextResponse("config reloaded\n")
 
+    pictures: dict[str, tuple[tuple, str, str]] = {}  # per target: (its newest run, threshold), sparkline, strip
+
+    def landing_pictures(name: str, target: Any, r: ProbeResult) -> tuple[str, str]:
+        """A target's sparkline and outcome strip, drawn again only when it has a new run."""
+        key = (daemon.history.last_run(name), target.expect.ttft_threshold)
+        cached = pictures.get(name)
+        if cached is None or cached[0] != key:
+            recent = daemon.history.recent(name)
+            sparkline = mini_sparkline_svg(recent.ttft_list() if recent else [r.ttft_seconds],
+                                           threshold=target.expect.ttft_threshold)
+            cached = pictures[name] = (key, sparkline, mini_outcome_strip_svg(recent.outcome_list() if recent
+                                                                              else [r.outcome]))
+        return cached[1], cached[2]
+
     def landing_row(name: str, target: Any, pushed: list[str]) -> str:
         r = daemon.last_results.get(name)
         link = f'<td><a href="targets/{html.escape(name)}">{html.escape(name)}</a></td><td>{html.escape(target.dialect)}</td>'
         if r is None:
             return f"<tr>{link}<td colspan=8>no finished run yet (every {target.interval:g} s)</td></tr>"
-        recent = daemon.history.recent(name)
-        sparkline = mini_sparkline_svg(recent.ttft_list() if recent else [r.ttft_seconds],
-                                       threshold=target.expect.ttft_threshold)
-        strip = mini_outcome_strip_svg(recent.outcome_list() if recent else [r.outcome])
+        sparkline, strip = landing_pictures(name, target, r)
         return (
             f"<tr>{link}<td class={'bad' if r.alerts else 'ok'}>{html.escape(r.outcome)} ({html.escape(r.reason)})</td>"
             f"<td>{_seconds(r.ttft_seconds)}</td><td class=sparkline>{sparkline}</td>"
@@ -156,10 +167,13 @@ def create_app(daemon: Monitor) -> Starlette:
         """Every target, those with an alert condition or a firing alert first: one glance shows what is broken.
         ~1 KB a target (compact pictures; the target's page has the detail)."""
         failing, rest = [], []
+        firing = daemon.firing()
         for name, target in daemon.targets.items():
             r = daemon.last_results.get(name)
-            pushed = daemon.firing(name)
+            pushed = firing.get(name, [])
             (failing if pushed or (r is not None and r.alerts) else rest).append(landing_row(name, target, pushed))
+        for name in pictures.keys() - daemon.targets.keys():  # targets a reload removed
+            del pictures[name]
         header = ("<tr><th>target</th><th>dialect</th><th>last outcome</th><th>TTFT</th><th>recent TTFT</th>"
                   "<th>duration</th><th>recent outcomes</th><th>alerts now firing</th><th>warnings</th><th>when</th></tr>")
         tables = [f"<h2 class=bad>failing ({len(failing)})</h2><table>{header}{''.join(failing)}</table>"] if failing else []

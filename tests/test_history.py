@@ -233,3 +233,37 @@ def test_the_daemons_pages_render_in_a_real_headless_browser(simulator, tmp_path
                 assert sum(map(int, ticks)) == tokens  # every run of this target carries 12 tokens
     finally:
         daemon.stop()
+
+
+def test_the_landing_page_at_1000_targets_stays_under_1_mb_and_shows_every_failing_target_first(tmp_path):
+    """A fleet's landing page: 1,000 targets with full sparklines and outcome strips, 37 of them failing (some
+    flapping, the worst case of the strip) — at most 1 MB, with every failing target in the table at the top."""
+    names = [f"target-{i:04d}" for i in range(1000)]
+    failing = set(names[::27])
+    text = ("server: {history: 100}\nstorage: {path: ':memory:'}\nscheduler: {jitter: 0s}\ntargets:\n"
+            + "".join(f"  - {{name: {n}, url: 'http://127.0.0.1:9/v1/chat/completions', interval: 24h}}\n"
+                      for n in names))
+
+    def run(i: int, name: str) -> ProbeResult:
+        bad = name in failing and i % 3 != 0
+        return ProbeResult(url="http://127.0.0.1:9/", dialect="openai-chat", outcome="ended_early" if bad else COMPLETED,
+                           reason="connection_lost" if bad else "ok", started_at=time.time(), headers_seconds=0.1,
+                           ttft_seconds=0.3 + (i % 7) * 0.05 + (2.0 if bad else 0.0), duration_seconds=3.5,
+                           alerts=["SSEProbeStreamEndedEarly"] if bad else [])
+
+    async def scenario():
+        async with running_daemon(text, tmp_path) as (daemon, client):
+            for i in range(40):  # past the sparkline's 30 columns: the page is as large as it gets
+                for name in names:
+                    daemon.record(name, run(i if name not in failing else i + 1, name))
+            page = (await client.get("/")).text
+            return page
+
+    page = asyncio.run(scenario())
+    size = len(page.encode())
+    assert size <= 1_000_000, f"{size} bytes"
+    top, rest = page.split("healthy or not run yet", 1)
+    assert all(f'href="targets/{n}"' in top for n in failing)
+    assert not any(f'href="targets/{n}"' in top for n in set(names) - failing)
+    assert rest.count("<td class=sparkline><svg") == 1000 - len(failing)
+    assert f"1000 targets · {len(failing)} failing" in page
