@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import __version__
+from .cli_types import positive as _positive
 from .dialects import DIALECTS
 from .result import (
     DEFAULT_IDLE_TIMEOUT,
@@ -42,20 +42,6 @@ def run_async(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main())
-
-
-def _positive(kind: type) -> Callable[[str], Any]:
-    """An argparse type: a number greater than zero and finite (a float may end in `s`, for seconds)."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text.removesuffix("s") if kind is float else text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-        if not 0 < value < math.inf:  # NaN fails this too
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-
-    return parse
 
 
 def _http_url(url: str) -> str:
