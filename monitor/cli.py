@@ -1,4 +1,4 @@
-"""The `sse-monitor` command: probe, simulate, run, check-config, demo, canary, chain-check."""
+"""The `sse-monitor` command: probe, simulate, run, check-config, config-schema, demo, canary, chain-check."""
 
 from __future__ import annotations
 
@@ -374,6 +374,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from .config.schema import config_json_schema
+
+    print(json.dumps(config_json_schema(), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
 def cmd_canary(args: argparse.Namespace) -> int:
     from .canary import run
 
@@ -513,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="FILE")
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE", help="validate this web config too")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("config-schema", help="print the configuration file's JSON Schema (for YAML editors)")
+    p.set_defaults(func=cmd_config_schema)
     return parser
 
 
