@@ -23,7 +23,7 @@ from .constants import (
     TARGET_NAME_RE,
     URL_EXPECTED,
 )
-from .models import MonitorConfig
+from .models import DefaultsConfig, ExpectConfig, MonitorConfig, TargetConfig
 
 SCHEMA_ID = "https://raw.githubusercontent.com/sse-monitor/sse-monitor/main/config/sse-monitor.schema.json"
 SCHEMA_FILE = "config/sse-monitor.schema.json"  # the copy in the repository, relative to its root
@@ -145,9 +145,23 @@ class _Generator(GenerateJsonSchema):
         return False
 
 
+def field_description(model: type, name: str) -> str | None:
+    """A field's description; a field of `defaults` without its own has the one of the target's field it fills."""
+    own = model.model_fields[name].description
+    if own or model is not DefaultsConfig:
+        return own
+    for source in (TargetConfig, ExpectConfig):
+        if name in source.model_fields and source.model_fields[name].description:
+            return source.model_fields[name].description
+    return None
+
+
 def config_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a configuration file, as `sse-monitor config-schema` prints it."""
     schema = MonitorConfig.model_json_schema(schema_generator=_Generator)
+    for name, prop in schema["$defs"][DefaultsConfig.__name__]["properties"].items():
+        if "description" not in prop and (description := field_description(DefaultsConfig, name)):
+            prop["description"] = description
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
