@@ -29,7 +29,8 @@ SCHEMA_ID = "https://raw.githubusercontent.com/sse-monitor/sse-monitor/main/conf
 SCHEMA_FILE = "config/sse-monitor.schema.json"  # the copy in the repository, relative to its root
 
 # What the schema cannot say, check-config does (tests/test_config_schema.py lists the invalid files each one
-# catches). Patterns are ECMA-262 and Python alike: no inline flags, so case-insensitive words are spelt out.
+# catches). Patterns are ECMA-262, Python and Go (RE2, Helm's values.schema.json) alike: no inline flags, so
+# case-insensitive words are spelt out, and no lookaround.
 LIMITS = ("Not checked by this schema, checked by `sse-monitor check-config`: rules across fields (timeouts, the "
           "stream budgets, generic-only settings, unique names and URLs, known modules), ${VAR} references (their "
           "syntax and the variables being set; a value holding ${ is checked after expansion), keys given twice, "
@@ -54,14 +55,17 @@ _DURATION_TEXT = (r"^\s*(" + _NUMBER + r"|" + "".join(rf"({_NUMBER}\s*{unit}\s*)
                   + r")\s*$")
 _NOT_BLANK_LINE = r"^[^\r\n\x00]*\S[^\r\n\x00]*$"
 _ENV_REFERENCE = r"\$\{"
-_PORT = r"0*([1-5]?\d{1,4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5])"  # 0 to 65535
+_PORT_VALUE = r"([1-5]?\d{1,4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5])"  # 0 to 65535
+_PORT = "0*" + _PORT_VALUE
 _URL = (r"^(" + _words("http", "https") + r")://([^\s\x00-\x1f\x7f/?#@]*@)?(\[[0-9A-Fa-f:.]+\]|[^\s\x00-\x1f\x7f/?#@:\[\]]+)"
         rf"(:({_PORT})?)?([/?#][^\s\x00-\x1f\x7f]*)?$")
 
 
 def _duration(zero: bool) -> dict[str, Any]:
     number: dict[str, Any] = {"type": "number", "minimum" if zero else "exclusiveMinimum": 0}
-    text = {"type": "string", "pattern": _DURATION_TEXT if zero else r"(?=^[^1-9]*[1-9])" + _DURATION_TEXT}
+    text: dict[str, Any] = {"type": "string", "pattern": _DURATION_TEXT}
+    if not zero:
+        text["not"] = {"pattern": r"^[\s0.dhms]*$"}  # no digit but zeros: a zero duration
     return {"anyOf": [number, text], "description": DURATION_EXPECTED.removeprefix("expected ")
             + ("" if zero else ", greater than zero")}
 
@@ -101,7 +105,7 @@ TYPE_SCHEMAS: dict[Any, dict[str, Any]] = {
     values.Method: _nullable({"type": "string", "pattern": r"^\s*(" + _words(*METHODS) + r")\s*$"}),
     values.Url: _URL_SCHEMA,
     values.OptionalUrl: _nullable(_URL_SCHEMA),
-    values.Listen: {"type": "string", "pattern": rf"^\s*(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?!\d{{6}}){_PORT}\s*$",
+    values.Listen: {"type": "string", "pattern": rf"^\s*(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):{_PORT_VALUE}\s*$",
                     "description": LISTEN_EXPECTED.removeprefix("expected ")},
     values.Prompt: {"type": "string", "pattern": r"\S"},
     values.Model: _nullable(_LINE),
