@@ -47,7 +47,7 @@ def schema_errors(data: object) -> list[str]:
 
 
 def test_the_committed_schema_is_current_and_is_what_config_schema_prints() -> None:
-    assert SCHEMA == config_json_schema(), "regenerate: sse-monitor config-schema > " + SCHEMA_FILE
+    assert SCHEMA == config_json_schema(), f"{SCHEMA_FILE} is stale: run scripts/docs"
     proc = sse_monitor("config-schema")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == SCHEMA
