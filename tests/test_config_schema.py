@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from conftest import ROOT, sse_monitor
-from monitor.config import ConfigError, load_config
-from monitor.config.schema import SCHEMA_FILE, SCHEMA_ID, config_json_schema
+from monitor.config import ConfigError, load_config, values
+from monitor.config.schema import SCHEMA_FILE, SCHEMA_ID, TYPE_SCHEMAS, config_json_schema
 from monitor.config.sources import _read_document
 
 SCHEMA = json.loads((ROOT / SCHEMA_FILE).read_text(encoding="utf-8"))
@@ -101,7 +103,7 @@ SAMPLES = [
     *(f"defaults:\n  interval: {v}\n" for v in (
         "30s", "1m30s", "1h 30m", "250ms", "1d", "90", "2.5", "'90'", ".5s", "1.5h", "0s", "0", "-5", "soon", "30s1m",
         "5m5m", "'1 h'", "''", "true", "1e3", "[]")),
-    *(f"scheduler:\n  jitter: {v}\n" for v in ("0", "0s", "5s", "-1", "x")),
+    *(f"scheduler:\n  jitter: {v}\n" for v in ("0", "0s", "5s", "-1", "x", "''", "' '", "'1m 0s'")),
     *(f"defaults:\n  max_event_bytes: {v}\n  max_stream_bytes: 1GiB\n" for v in (
         "1048576", "64KiB", "1MiB", "1MB", "'2 mb'", "0", "0KiB", "1 MiBs", "1.5MiB", "-1", "1TiB")),
     *(f"scheduler:\n  max_concurrent: {v}\n" for v in ("1", "'10'", "' +7 '", "0", "-3", "1.5", "ten", "'0'")),
@@ -150,3 +152,38 @@ def test_the_samples_hold_values_both_accept_and_both_refuse(tmp_path: Path) -> 
         path.write_text(text, encoding="utf-8")
         verdicts.add(schema_errors(_read_document(path).data) == [])
     assert verdicts == {True, False}
+
+
+# Random strings over each value's alphabet: the type's schema accepts exactly what its validator accepts.
+def _accepts(check, text: str) -> bool:
+    try:
+        check(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _url(text: str) -> None:
+    """The URL check of a target's url once ${VAR}s are expanded (none here)."""
+    if not values._url_ok(text):
+        raise ValueError(text)
+
+
+@pytest.mark.parametrize("annotated, check, alphabet", [
+    (values.Duration, values._v_duration, "0123.dhms "),
+    (values.JitterDuration, values.parse_duration, "01.hms "),
+    (values.Size, values.parse_size, "0123 kKmMiIbBgG"),
+    (values.PositiveInt, values._parse_positive_int, "01+- 9"),
+    (values.Flag, values._parse_bool, "tTrRuUeEfalsyon01 "),
+    (values.Listen, values._v_listen, "0.:a9 6-"),
+    (values.Url, _url, "hH:/pPtTsS@?#.0 9x6"),
+], ids=["duration", "jitter", "size", "positive_int", "flag", "listen", "url"])
+def test_a_types_schema_accepts_what_its_validator_accepts(annotated, check, alphabet) -> None:
+    validator = Draft202012Validator(TYPE_SCHEMAS[annotated])
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(alphabet=alphabet, max_size=10))
+    def agree(text: str) -> None:
+        assert validator.is_valid(text) == _accepts(check, text), text
+
+    agree()

@@ -34,7 +34,8 @@ SCHEMA_FILE = "config/sse-monitor.schema.json"  # the copy in the repository, re
 LIMITS = ("Not checked by this schema, checked by `sse-monitor check-config`: rules across fields (timeouts, the "
           "stream budgets, generic-only settings, unique names and URLs, known modules), ${VAR} references (their "
           "syntax and the variables being set; a value holding ${ is checked after expansion), keys given twice, "
-          "numbers that are not finite, and SSE_MONITOR_* environment overrides.")
+          "numbers that are not finite, whether a bracketed IPv6 host is an address, hostnames over 253 characters, "
+          "and SSE_MONITOR_* environment overrides.")
 
 
 def _ci(word: str) -> str:
@@ -50,22 +51,27 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-_NUMBER = r"(\d+(\.\d+)?|\.\d+)"
-_DURATION_TEXT = (r"^\s*(" + _NUMBER + r"|" + "".join(rf"({_NUMBER}\s*{unit}\s*)?" for unit in ("d", "h", "m", "s", "ms"))
+# parse_duration drops every blank first ("1 0s" is 10 s): blanks may stand between any two characters here too
+_DIGITS = r"\d(\s*\d)*"
+_NUMBER = rf"({_DIGITS}(\s*\.\s*{_DIGITS})?|\.\s*{_DIGITS})"
+_DURATION_TEXT = (r"^\s*(" + _NUMBER + r"|" + "".join(rf"({_NUMBER}\s*{unit}\s*)?" for unit in ("d", "h", "m", "s", r"m\s*s"))
                   + r")\s*$")
 _NOT_BLANK_LINE = r"^[^\r\n\x00]*\S[^\r\n\x00]*$"
 _ENV_REFERENCE = r"\$\{"
-_PORT_VALUE = r"([1-5]?\d{1,4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5])"  # 0 to 65535
-_PORT = "0*" + _PORT_VALUE
-_URL = (r"^(" + _words("http", "https") + r")://([^\s\x00-\x1f\x7f/?#@]*@)?(\[[0-9A-Fa-f:.]+\]|[^\s\x00-\x1f\x7f/?#@:\[\]]+)"
-        rf"(:({_PORT})?)?([/?#][^\s\x00-\x1f\x7f]*)?$")
+_PORT_DIGITS = r"(\d{1,4}|[0-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5])"  # 1 to 5 digits, at most 65535
+_PORT = "0*" + _PORT_DIGITS  # a URL's port may have any number of leading zeros
+_HOST_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = rf"{_HOST_LABEL}(\.{_HOST_LABEL})*\.?"  # constants._HOSTNAME_RE but its 253-character limit
+_IPV6 = r"\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\]"  # the characters of one; whether they make an address is not checked
+_URL = (r"^(" + _words("http", "https") + r")://([^\s\x00-\x1f\x7f/?#\[\]]*@)?(" + _IPV6
+        + r"|[^\s\x00-\x1f\x7f/?#@:\[\]]+)" + rf"(:({_PORT})?)?([/?#][^\s\x00-\x1f\x7f]*)?$")
 
 
 def _duration(zero: bool) -> dict[str, Any]:
     number: dict[str, Any] = {"type": "number", "minimum" if zero else "exclusiveMinimum": 0}
-    text: dict[str, Any] = {"type": "string", "pattern": _DURATION_TEXT}
-    if not zero:
-        text["not"] = {"pattern": r"^[\s0.dhms]*$"}  # no digit but zeros: a zero duration
+    # every part is optional in the pattern: `not` refuses a blank string, and with no zero allowed, one whose only
+    # digits are zeros
+    text = {"type": "string", "pattern": _DURATION_TEXT, "not": {"pattern": r"^\s*$" if zero else r"^[\s0.dhms]*$"}}
     return {"anyOf": [number, text], "description": DURATION_EXPECTED.removeprefix("expected ")
             + ("" if zero else ", greater than zero")}
 
@@ -105,7 +111,7 @@ TYPE_SCHEMAS: dict[Any, dict[str, Any]] = {
     values.Method: _nullable({"type": "string", "pattern": r"^\s*(" + _words(*METHODS) + r")\s*$"}),
     values.Url: _URL_SCHEMA,
     values.OptionalUrl: _nullable(_URL_SCHEMA),
-    values.Listen: {"type": "string", "pattern": rf"^\s*(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):{_PORT_VALUE}\s*$",
+    values.Listen: {"type": "string", "pattern": rf"^\s*({_IPV6}|{_HOSTNAME}):{_PORT_DIGITS}\s*$",
                     "description": LISTEN_EXPECTED.removeprefix("expected ")},
     values.Prompt: {"type": "string", "pattern": r"\S"},
     values.Model: _nullable(_LINE),
