@@ -72,6 +72,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .cli_types import positive
 from .serving import split_listen
 from .simulator import (
     EVENT_STREAM,
@@ -300,13 +301,11 @@ def _listen(raw: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The canary's options: --listen, --max-duration, --max-streams (for run())."""
-    from .cli import _positive  # the command's own number type (cli imports this module only inside its parser)
-
     parser.add_argument("--listen", type=_listen, default="0.0.0.0:8901", metavar="HOST:PORT",
                         help="where to accept connections (default 0.0.0.0:8901; port 0 picks a free one)")
-    parser.add_argument("--max-duration", type=_positive(float), default=900.0, metavar="SECONDS",
+    parser.add_argument("--max-duration", type=positive(float), default=900.0, metavar="SECONDS",
                         help="the longest stream a request may ask for, silences included (default 900)")
-    parser.add_argument("--max-streams", type=_positive(int), default=64, metavar="N",
+    parser.add_argument("--max-streams", type=positive(int), default=64, metavar="N",
                         help="streams at once; more are answered 503 (default 64)")
 
 

@@ -1,17 +1,17 @@
-"""The `sse-monitor` command: probe, simulate, run, check-config, demo, canary, chain-check."""
+"""The `sse-monitor` command: probe, simulate, run, check-config, config-schema, demo, canary, chain-check."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import __version__
+from .cli_types import positive as _positive
 from .dialects import DIALECTS
 from .result import (
     DEFAULT_IDLE_TIMEOUT,
@@ -42,20 +42,6 @@ def run_async(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main())
-
-
-def _positive(kind: type) -> Callable[[str], Any]:
-    """An argparse type: a number greater than zero and finite (a float may end in `s`, for seconds)."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text.removesuffix("s") if kind is float else text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-        if not 0 < value < math.inf:  # NaN fails this too
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-
-    return parse
 
 
 def _http_url(url: str) -> str:
@@ -389,6 +375,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from .config.schema import config_json_schema
+
+    print(json.dumps(config_json_schema(), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
 def cmd_canary(args: argparse.Namespace) -> int:
     from .canary import run
 
@@ -536,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web.config.file", dest="web_config_file", metavar="FILE", help="validate this web config too")
     data_dir_option(p)
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("config-schema", help="print the configuration file's JSON Schema (for YAML editors)")
+    p.set_defaults(func=cmd_config_schema)
     return parser
 
 

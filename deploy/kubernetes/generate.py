@@ -1,23 +1,30 @@
-"""Writes the files of overlays/prometheus-operator that are copies of the repository's own sources.
+"""Writes the files of overlays/prometheus-operator and of the Helm chart that are copies of the repository's own
+sources.
 
     python deploy/kubernetes/generate.py          rewrite them
     python deploy/kubernetes/generate.py --check  exit 1 if a committed file differs from what this script writes
 
-kustomize may only read files in or below the kustomization's directory (symlinks included), so the overlay
-cannot read config/prometheus/rules/ or dashboards/ directly. This script writes:
+kustomize may only read files in or below the kustomization's directory (symlinks included), and Helm only files
+in its chart, so neither can read config/prometheus/rules/ or dashboards/ directly. This script writes:
 
   overlays/prometheus-operator/prometheusrules.yaml   one PrometheusRule per config/prometheus/rules/*.rules.yml,
                                                       whose spec is that file's content (its groups), unchanged
   overlays/prometheus-operator/dashboards/*.json      dashboards/*.json byte for byte (the overlay's
                                                       configMapGenerator makes the Grafana sidecar's ConfigMap)
+  deploy/helm/sse-monitor/files/rules/*.rules.yml     config/prometheus/rules/*.rules.yml byte for byte (the
+                                                      chart's PrometheusRules)
+  deploy/helm/sse-monitor/files/dashboards/*.json     dashboards/*.json byte for byte (its dashboards ConfigMap)
+  deploy/helm/sse-monitor/values.schema.json          values-schema.yaml beside it, with the configuration's JSON
+                                                      Schema (config/sse-monitor.schema.json) as `config`
 
-tests/test_kubernetes.py runs --check, and also compares the rendered PrometheusRules with the rules files.
-Needs PyYAML only.
+tests/test_kubernetes.py and tests/test_helm.py run --check, and compare the rendered PrometheusRules with the rules
+files. Needs PyYAML only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -30,6 +37,11 @@ DASHBOARDS_DIR = ROOT / "dashboards"
 OVERLAY = HERE / "overlays" / "prometheus-operator"
 RULES_OUT = OVERLAY / "prometheusrules.yaml"
 DASHBOARDS_OUT = OVERLAY / "dashboards"
+CHART = ROOT / "deploy" / "helm" / "sse-monitor"
+CHART_RULES = CHART / "files" / "rules"
+CHART_DASHBOARDS = CHART / "files" / "dashboards"
+CHART_VALUES_SCHEMA = CHART / "values.schema.json"
+CONFIG_SCHEMA = ROOT / "config" / "sse-monitor.schema.json"
 # Each PrometheusRule names the file it comes from (a test pairs them through it).
 SOURCE_ANNOTATION = "sse-monitor.dev/source"
 
@@ -90,18 +102,39 @@ def render_rules() -> str:
     return HEADER + "---\n" + "---\n".join(documents)
 
 
+def values_schema() -> str:
+    """The chart's values.schema.json: values-schema.yaml with the configuration file's schema as `config` (its
+    definitions at the top, where its references point)."""
+    schema = yaml.safe_load((CHART / "values-schema.yaml").read_text())
+    config = json.loads(CONFIG_SCHEMA.read_text())
+    definitions = config.pop("$defs")
+    for key in ("$schema", "$id"):
+        config.pop(key)
+    schema["properties"]["config"] = {"anyOf": [config, {"type": "string", "description": "the file as YAML text"}]}
+    schema["$defs"] = definitions
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
 def outputs() -> dict[Path, bytes]:
-    files = {RULES_OUT: render_rules().encode()}
+    files = {RULES_OUT: render_rules().encode(), CHART_VALUES_SCHEMA: values_schema().encode()}
     for path in sorted(DASHBOARDS_DIR.glob("*.json")):
         files[DASHBOARDS_OUT / path.name] = path.read_bytes()
+        files[CHART_DASHBOARDS / path.name] = path.read_bytes()
+    for path in rule_files():
+        files[CHART_RULES / path.name] = path.read_bytes()
     return files
 
 
+def _copies() -> list[Path]:
+    """The copies in place now, to remove when their source is gone."""
+    return sorted([*DASHBOARDS_OUT.glob("*.json"), *CHART_DASHBOARDS.glob("*.json"), *CHART_RULES.glob("*.yml")])
+
+
 def stale_files() -> list[Path]:
-    """Generated files that differ from what this script writes, and copied dashboards whose source is gone."""
+    """Generated files that differ from what this script writes, and copies whose source is gone."""
     expected = outputs()
     stale = [path for path, data in expected.items() if not path.exists() or path.read_bytes() != data]
-    stale += [path for path in sorted(DASHBOARDS_OUT.glob("*.json")) if path not in expected]
+    stale += [path for path in _copies() if path not in expected]
     return stale
 
 
@@ -121,12 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{_shown(path)} is stale: run python deploy/kubernetes/generate.py", file=sys.stderr)
         return 1 if stale else 0
     expected = outputs()
-    DASHBOARDS_OUT.mkdir(parents=True, exist_ok=True)
-    for path in sorted(DASHBOARDS_OUT.glob("*.json")):
+    for path in _copies():
         if path not in expected:
             path.unlink()
     for path, data in expected.items():
         if not path.exists() or path.read_bytes() != data:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             print(f"wrote {_shown(path)}")
     return 0

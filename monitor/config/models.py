@@ -146,22 +146,32 @@ _INHERITED_EXPECT = ("ttft_threshold", "min_duration", "min_events")
 class _ProbeSettings(_Section):
     """How to probe and what a healthy stream looks like: what a target and a module (a template) both carry."""
 
-    dialect: Dialect = DEFAULT_DIALECT
-    timeout: Duration = DEFAULT_TIMEOUT
-    idle_timeout: Duration = DEFAULT_IDLE_TIMEOUT
-    proxy_idle_timeout: Duration = DEFAULT_PROXY_IDLE_TIMEOUT
-    prompt: Prompt = DEFAULT_PROMPT
-    model: Model = None
-    method: Method = None
-    headers: Headers = Field(default_factory=dict, repr=False)  # repr=False: values may be API keys
-    body: Body = None
-    expect: ExpectConfig = Field(default_factory=ExpectConfig)
-    verify_tls: Flag = True
+    dialect: Dialect = Field(DEFAULT_DIALECT, description="the API's streaming format: how the request is built "
+                                                          "and which events are tokens")
+    timeout: Duration = Field(DEFAULT_TIMEOUT, description="the whole stream must end within this; at least "
+                                                           "idle_timeout")
+    idle_timeout: Duration = Field(DEFAULT_IDLE_TIMEOUT, description="the longest silence (not a byte) tolerated "
+                                                                     "mid-stream")
+    proxy_idle_timeout: Duration = Field(
+        DEFAULT_PROXY_IDLE_TIMEOUT, description="the shortest idle timeout of a proxy on the path (nginx, ALB: 60 s); "
+                                                "SSEProbeSilenceNearIdleTimeout warns when a silence exceeds half of it")
+    prompt: Prompt = Field(DEFAULT_PROMPT, description="the prompt the dialect's request body carries")
+    model: Model = Field(None, description="the model to ask for; null: the dialect's default model")
+    method: Method = Field(None, description="the HTTP method; null: the dialect's (POST for LLM APIs, GET for "
+                                             "generic without a body)")
+    headers: Headers = Field(default_factory=dict, repr=False,  # repr=False: values may be API keys
+                             description="request headers, merged over defaults.headers; ${VAR} keeps keys out of "
+                                         "the file")
+    body: Body = Field(None, description="the request body, replacing the dialect's: a mapping is sent as JSON, a "
+                                         "string as is")
+    expect: ExpectConfig = Field(default_factory=ExpectConfig, description="what a healthy stream looks like")
+    verify_tls: Flag = Field(True, description="false accepts any certificate (self-signed test servers)")
     heartbeat_events: EventTypes = Field(default_factory=list, description="generic dialect only")
     terminal_event: OptionalEventType = Field(None, description="generic dialect only")
     terminal_data: OptionalEventData = Field(None, description="generic dialect only")
     error_event: OptionalEventType = Field(None, description="generic dialect only: this event type is an error")
-    max_event_bytes: Size = DEFAULT_MAX_EVENT_BYTES
+    max_event_bytes: Size = Field(DEFAULT_MAX_EVENT_BYTES, description="the longest line or event accepted; more "
+                                                                       "fails as event_too_large")
     max_stream_bytes: Size = Field(DEFAULT_MAX_STREAM_BYTES, description="body bytes; more fails as too_many_bytes")
     max_events: PositiveInt = Field(DEFAULT_MAX_EVENTS, description="events and comments; more: too_many_events")
     resume: ResumeConfig | None = Field(None, description="the resumption check; null: none")
@@ -259,16 +269,20 @@ class TargetConfig(_ProbeSettings):
     name: TargetName = Field(description="unique; the Prometheus `target` label")
     url: Url = Field(description="http or https URL; ${VAR} expanded")
     module: OptionalModuleName = Field(None, description="a module whose settings this target starts from")
-    interval: Duration = DEFAULT_INTERVAL
+    interval: Duration = Field(DEFAULT_INTERVAL, description="time between two runs of the target")
     labels: Labels = Field(default_factory=dict, description="extra labels on this target's alerts")
 
 
 class SchedulerConfig(_Section):
+    """When runs start."""
+
     max_concurrent: PositiveInt = Field(DEFAULT_MAX_CONCURRENT, description="global cap on concurrent streams")
     jitter: JitterDuration = Field(DEFAULT_JITTER, description="random delay per run (max interval/2); rate unchanged")
 
 
 class ServerConfig(_Section):
+    """The HTTP server: /metrics, /probe, the pages and the JSON API."""
+
     listen: Listen = Field(DEFAULT_LISTEN, description="HOST:PORT of the /metrics server; [::]:9108 for IPv6")
     external_url: OptionalUrl = Field(None, description="base URL of this monitor for links (alert generatorURL)")
     max_concurrent_probes: PositiveInt = Field(
@@ -308,13 +322,16 @@ class StorageConfig(_Section):
 
 
 class AlertmanagerConfig(_Section):
+    """Pushing alerts to Alertmanager directly (besides, or instead of, Prometheus alerting rules)."""
+
     urls: Urls = Field(default_factory=list, description="Alertmanager base URLs; empty: no direct push")
-    resend_interval: Duration = DEFAULT_RESEND_INTERVAL
-    timeout: Duration = DEFAULT_ALERTMANAGER_TIMEOUT
+    resend_interval: Duration = Field(DEFAULT_RESEND_INTERVAL, description="firing alerts are sent again this often")
+    timeout: Duration = Field(DEFAULT_ALERTMANAGER_TIMEOUT, description="per push")
     fire_after: PositiveInt = Field(1, description="consecutive bad runs before an alert fires")
     resolve_after: PositiveInt = Field(1, description="consecutive good runs before it resolves")
     labels: Labels = Field(default_factory=dict, description="extra labels on every alert")
-    runbook_base_url: OptionalUrl = None
+    runbook_base_url: OptionalUrl = Field(None, description="alerts link BASE/<alertname>.md as runbook_url; null: "
+                                                            "no link")
 
 
 class ChainCheckConfig(_Section):
@@ -328,7 +345,7 @@ class ChainCheckConfig(_Section):
     max_duration: OptionalDuration = Field(None, description="how long a busy stream is kept open; null: twice "
                                                              "expected_duration")
     headers: Headers = Field(default_factory=dict, repr=False, description="sent with every trial, e.g. auth")
-    verify_tls: Flag = True
+    verify_tls: Flag = Field(True, description="false accepts any certificate")
 
     def to_spec(self) -> ChainCheckSpec:
         return ChainCheckSpec(url=self.url, expected_duration=self.expected_duration, max_idle=self.max_idle,
@@ -342,14 +359,18 @@ class MonitorConfig(_Section):
     again and drop the validation context. `MonitorSettings` is the BaseSettings twin the sources read.)
     """
 
-    defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
-    modules: dict[ModuleName, ModuleConfig] = Field(default_factory=dict)
-    targets: list[TargetConfig] = Field(default_factory=list)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    storage: StorageConfig = Field(default_factory=StorageConfig)
-    alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
-    chain_checks: list[ChainCheckConfig] = Field(default_factory=list)
+    defaults: DefaultsConfig = Field(default_factory=DefaultsConfig, description="settings every target inherits "
+                                                                              "unless it sets its own")
+    modules: dict[ModuleName, ModuleConfig] = Field(default_factory=dict, description="named probe templates, for "
+                                                    "/probe?module=NAME and targets' `module: NAME`")
+    targets: list[TargetConfig] = Field(default_factory=list, description="the endpoints probed on a schedule")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="when runs start")
+    server: ServerConfig = Field(default_factory=ServerConfig, description="the HTTP server: /metrics, /probe, pages")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="where the run history is kept")
+    alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig,
+                                             description="pushing alerts to Alertmanager directly")
+    chain_checks: list[ChainCheckConfig] = Field(default_factory=list, description="scheduled checks of the proxy "
+                                                 "chain in front of an `sse-monitor canary`")
     region: OptionalRegion = Field(
         None, description="where this monitor probes from: a `region` label on every target's series and alert"
     )
