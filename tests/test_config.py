@@ -668,18 +668,33 @@ targets:
 # ---- check_config ---------------------------------------------------------------------------------------------------
 
 
-def test_check_config_ok(capsys):
+def test_check_config_ok(capsys, monkeypatch):
+    monkeypatch.delenv("SSE_MONITOR_DATA_DIR", raising=False)
     assert check_config(EXAMPLE, EXAMPLE_ENV) == 0
     out, err = capsys.readouterr()
-    assert out == f"{EXAMPLE}: OK, 8 targets\n"
+    assert out == (f"{EXAMPLE}: OK, 8 targets\n"
+                   "history: the newest 100 runs per target, for at most 7 days, in data/sse-monitor.db\n")
     assert err == ""
+
+
+def test_check_config_says_where_history_goes(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SSE_MONITOR_DATA_DIR", "/var/lib/sse-monitor")
+    assert check_config(write(tmp_path, "server: {history: 20}\nstorage: {retention: 36h}\ntargets: []\n"), {}) == 0
+    assert check_config(write(tmp_path, "storage: {path: ':memory:'}\ntargets: []\n"), {},
+                        data_dir="/srv/data") == 0
+    assert check_config(write(tmp_path, "targets: []\n"), {}, data_dir="/srv/data") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("history:")]
+    assert lines == ["history: the newest 20 runs per target, for at most 1.5 days, in /var/lib/sse-monitor/sse-monitor.db",
+                     "history: the newest 100 runs per target, for at most 7 days, in memory only (storage.path: :memory:)",
+                     "history: the newest 100 runs per target, for at most 7 days, in /srv/data/sse-monitor.db"]
 
 
 def test_check_config_counts(tmp_path, capsys):
     assert check_config(write(tmp_path, "targets: []\n"), {}) == 0
     assert check_config(VALID / "minimal.yaml", {}) == 0
     out, _ = capsys.readouterr()
-    assert out.splitlines() == [f"{tmp_path / 'config.yaml'}: OK, 0 targets", f"{VALID / 'minimal.yaml'}: OK, 1 target"]
+    assert [line for line in out.splitlines() if not line.startswith("history:")] == [
+        f"{tmp_path / 'config.yaml'}: OK, 0 targets", f"{VALID / 'minimal.yaml'}: OK, 1 target"]
 
 
 def test_check_config_reports_every_problem(monkeypatch, capsys):

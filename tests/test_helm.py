@@ -132,9 +132,9 @@ def test_the_values_schema_is_generated_from_the_config_schema() -> None:
 
 # ---- equal in substance to kustomize --------------------------------------------------------------------------------
 
-# Left out of the comparison: the run-history volume at DATA_DIR (SSE_MONITOR_DATA_DIR) and the fsGroup that makes
-# it writable, which the chart has and the kustomize base of this branch does not yet (on either side, so that the
-# comparison holds once the base has them too); the ConfigMap's name (kustomize hashes it, the chart puts a checksum
+# Left out of the comparison: the run-history volume at DATA_DIR (the chart's follows its `persistence` values, the
+# overlays' are an emptyDir or a claim per shard: tests/test_kubernetes.py checks those) with its fsGroup and
+# SSE_MONITOR_DATA_DIR (the image's ENV too); the ConfigMap's name (kustomize hashes it, the chart puts a checksum
 # on the pod template; the ConfigMaps' data are compared instead); selectors and labels (Helm's carry the release).
 def _pod_substance(objects: list[dict]) -> dict:
     w = copy.deepcopy(workload(objects))

@@ -313,6 +313,7 @@ def test_the_pod_is_non_root_with_a_read_only_root_filesystem(name):
     for context in (pod["securityContext"], c["securityContext"]):
         assert context["runAsUser"] == int(user) != 0
         assert context["runAsGroup"] == int(group) != 0
+    assert pod["securityContext"]["fsGroup"] == int(group)  # the history's volume is the daemon's to write
     sc = c["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["runAsNonRoot"] is True
@@ -649,7 +650,8 @@ def test_the_canary_pod_is_as_hardened_as_the_daemons():
     c = canary_container(objects)
     base_pod = workload(render("base"))["spec"]["template"]["spec"]
     user, group = dockerfile_instruction("USER").split(":")
-    assert pod["securityContext"] == base_pod["securityContext"]
+    # the same, but the daemon's fsGroup: the canary writes no volume
+    assert pod["securityContext"] == {k: v for k, v in base_pod["securityContext"].items() if k != "fsGroup"}
     assert c["securityContext"] == container(render("base"))["securityContext"]
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     for context in (pod["securityContext"], c["securityContext"]):
