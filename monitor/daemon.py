@@ -306,6 +306,7 @@ class Daemon:
             alerts=result.alerts,
             warnings=result.warnings,
             detail=result.detail or None,
+            request_id=result.request_id,
             **({"resume": result.resume.outcome, "resume_detail": result.resume.detail} if result.resume else {}),
         )
         for listener in self.result_listeners:

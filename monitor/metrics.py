@@ -69,6 +69,9 @@ class Metrics:
         # no target label: the wait measures the monitor's capacity, not the target; the counter says who waited
         self.probe_wait = Histogram("sse_monitor_probe_wait_seconds", "Time from a run being due to its slot under scheduler.max_concurrent; 0 when one was free.", buckets=WAIT_BUCKETS, registry=registry)
         self._resume_targets: set[str] = set()
+        # what the server reported of its own time (timing headers): a series per name the target's last run sent
+        self.server_timing = Gauge("sse_probe_server_timing_seconds", "What the server reported of its own time in the last run's response headers (openai-processing-ms, Server-Timing, x-litellm-*, x-envoy-upstream-service-time, TGI's x-*-time), by header name.", (*t, "name"), registry=registry)
+        self._timing_names: dict[str, set[str]] = {}
         self.user_clock = Counter("sse_monitor_probes_user_clock", "Finished probes timed at least partly on the process's clock, without kernel receive timestamps.", t, registry=registry)
         self.reload_ok = Gauge("sse_monitor_config_last_reload_successful", "1 if the last configuration (re)load succeeded.", registry=registry)
         self.reload_time = Gauge("sse_monitor_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully.", registry=registry)
@@ -149,6 +152,7 @@ class Metrics:
         for alertname in ALERTS:
             _remove(self.alert, name, *self._r, alertname)
         self._remove_resume(name)
+        self._set_server_timing(name, {})
 
     # -- chain checks -----------------------------------------------------------------------------------------------
 
@@ -222,6 +226,7 @@ class Metrics:
             self.warning.labels(target, *self._r, warning).set(1 if warning in result.warnings else 0)
         for alertname in ALERTS:
             self.alert.labels(target, *self._r, alertname).set(1 if alertname in result.alerts else 0)
+        self._set_server_timing(target, result.server_timing)
         resume = result.resume
         if resume is not None and target in self._resume_targets:
             if resume.outcome is None:
@@ -229,6 +234,17 @@ class Metrics:
             else:
                 self.resume_runs.labels(target, *self._r, resume.outcome).inc()
                 self.resume_ok.labels(target, *self._r).set(1 if resume.outcome == RESUME_RESUMED else 0)
+
+    def _set_server_timing(self, target: str, timing: dict[str, float]) -> None:
+        """The last run's server-reported timings; a name the last run did not send loses its series."""
+        for name in self._timing_names.get(target, set()) - timing.keys():
+            _remove(self.server_timing, target, *self._r, name)
+        for name, seconds in timing.items():
+            self.server_timing.labels(target, *self._r, name).set(seconds)
+        if timing:
+            self._timing_names[target] = set(timing)
+        else:
+            self._timing_names.pop(target, None)
 
 
 def _remove(metric, *labels: str) -> None:

@@ -49,6 +49,7 @@ from .result import (
     ResumeSpec,
     alert_conditions,
 )
+from .server_timing import SERVER_TIMING, read_server_report
 from .sse import Comment, EventTooLarge, SSEDecoder
 
 MAX_TOKEN_TIMES = 100_000  # token arrival times kept per probe (gaps beyond this are still folded into max_gap)
@@ -205,6 +206,7 @@ class StreamRecorder:
         if self.part == 1:
             r.headers_seconds = now
             r.response_headers = {k: headers[k] for k in STREAMING_HEADERS if k in headers}
+            self._server_report(headers, now)
         else:
             self.resume.status_code = response.status_code
             if not 200 <= response.status_code < 300:
@@ -295,6 +297,13 @@ class StreamRecorder:
     def _warn(self, warning: str) -> None:
         if warning not in self.result.warnings:  # a reconnect's response may repeat the first one's
             self.result.warnings.append(warning)
+
+    def _server_report(self, headers: httpx.Headers, now: float) -> None:
+        """The server's timing headers and request id; a malformed one is ignored, with a warning in the trace."""
+        report = read_server_report(headers, headers.get_list(SERVER_TIMING))
+        self.result.server_timing, self.result.request_id = report.timing, report.request_id
+        for ignored in report.ignored:
+            self._trace(now, "warning", "server_timing", None, f"ignored {ignored}")
 
     def _finish_resume(self) -> None:
         """The resumption check's outcome, once the probe has ended."""

@@ -37,14 +37,23 @@ def summary(result: ProbeResult) -> str:
     if r.response_headers:
         shown = ", ".join(f"{k}: {v}" for k, v in r.response_headers.items())
         lines.insert(2, f"  headers      {shown}")
+    if r.server_timing or r.request_id:
+        lines.insert(3 if r.response_headers else 2, f"  server       {_server(r)}")
     if r.trace is not None:
         lines.append(f"  trace        {len(r.trace)} entries (seconds since the request started)")
         for entry in r.trace:
-            what = entry["type"] if entry["kind"] in ("event", "reconnect") else ":"
+            what = ":" if entry["kind"] == "comment" else entry["type"]
             data = entry["data"] if len(entry["data"]) <= 80 else entry["data"][:77] + "..."
             lines.append(f"    {entry['t']:9.3f}  {what:<28} {data}")
     lines.append("ALERT: " + ", ".join(r.alerts) if r.alerts else "OK: healthy")
     return "\n".join(lines)
+
+
+def _server(r: ProbeResult) -> str:
+    """What the server reported: its request id, then each timing it gave."""
+    said = [f"request id {r.request_id}"] if r.request_id else []
+    said += [f"{name} {_s(seconds)}" for name, seconds in r.server_timing.items()]
+    return ", ".join(said)
 
 
 def _resume_lines(resume: ResumeResult | None) -> list[str]:

@@ -200,6 +200,9 @@ class ProbeResult:
     alerts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     response_headers: dict[str, str] = field(default_factory=dict)
+    # what the server reported of its own time (timing headers, see server_timing.py): name -> seconds
+    server_timing: dict[str, float] = field(default_factory=dict)
+    request_id: str | None = None  # the id the server gave the request (x-request-id, request-id, ...): for tickets
     # arrival time of each token event (bounded; see probe.MAX_TOKEN_TIMES); gaps are derived from it
     token_times: array = field(default_factory=lambda: array("d"), repr=False)
     # arrival time of each comment line (heartbeats), bounded like token_times

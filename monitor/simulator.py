@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import struct
 import sys
@@ -38,6 +39,8 @@ DIALECT_PATHS: dict[str, str] = {
 DEFAULT_MODEL = "sim-1"
 EVENT_STREAM = "text/event-stream; charset=utf-8"
 PROMPT_TOKENS = 10  # what the usage blocks claim for the prompt
+HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+REQUEST_IDS = itertools.count(1)  # the request ids sent with server_timing
 PIECE = 64 * 1024  # bodies of hostile modes go out in pieces of this size
 LINE_ENDINGS = {"lf": "\n", "crlf": "\r\n", "cr": "\r"}
 RESUME_FAULTS = ("none", "refuse", "restart", "gap", "duplicate", "noids")  # what a resumed stream does wrong
@@ -106,6 +109,17 @@ def _header_value(raw: str) -> str:
     return raw
 
 
+def _header_map(raw: str) -> tuple[tuple[str, str], ...]:
+    try:
+        headers = json.loads(raw)
+    except ValueError:
+        headers = None
+    if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and HEADER_NAME.fullmatch(k) and isinstance(v, str) and v.isascii() and v.isprintable() for k, v in headers.items()):
+        raise ValueError('expected a JSON object of header names to printable ASCII values, e.g. {"x-queue-time": "12"}')
+    return tuple(headers.items())
+
+
 def _param(default: Any, parse: Callable[[str], Any]) -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse})
 
@@ -138,6 +152,9 @@ class Params:
     tag: str | None = _param(None, _header_value)  # an opaque label for the truth log (--truth-log); nothing else
     ids: bool = _param(False, _flag)  # token events carry `id: <i>` (always on a resumed request, see resume_point)
     resume_fault: str = _param("none", _resume_fault)  # what a resumed request gets (see first_event)
+    # the format's own timing headers (headers_delay as the server's processing time) and a request id
+    server_timing: bool = _param(False, _flag)
+    response_headers: tuple[tuple[str, str], ...] = _param((), _header_map)  # extra headers, as a JSON object
 
 
 class BadParam(ValueError):
@@ -359,6 +376,10 @@ class Format:
     def preamble(self, n: int) -> list[Event]:
         return []
 
+    def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
+        """What this API's servers say of their own time (`ms` before the headers) and of the request."""
+        return {"server-timing": f"app;dur={ms}", "x-request-id": request_id}
+
     def token(self, i: int) -> list[Event]:
         raise NotImplementedError
 
@@ -373,6 +394,10 @@ class Format:
 
     def whole(self, n: int) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def _openai_timing(ms: int, request_id: str) -> dict[str, str]:
+    return {"openai-processing-ms": str(ms), "x-request-id": request_id}
 
 
 def _openai_error(status: int, message: str) -> dict[str, Any]:
@@ -394,6 +419,9 @@ class OpenAIChat(Format):
 
     def preamble(self, n: int) -> list[Event]:
         return [(None, self._chunk({"role": "assistant", "content": ""}))]
+
+    def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
+        return _openai_timing(ms, request_id)
 
     def token(self, i: int) -> list[Event]:
         return [(None, self._chunk({"content": f"{i}\n"}))]
@@ -440,6 +468,9 @@ class OpenAIResponses(Format):
 
     def _usage(self, n: int) -> dict[str, int]:
         return {"input_tokens": PROMPT_TOKENS, "output_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+
+    def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
+        return _openai_timing(ms, request_id)
 
     def preamble(self, n: int) -> list[Event]:
         return [
@@ -498,6 +529,9 @@ class Anthropic(Format):
             ("ping", {"type": "ping"}),
         ]
 
+    def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
+        return {"x-envoy-upstream-service-time": str(ms), "request-id": request_id}
+
     def token(self, i: int) -> list[Event]:
         delta = {"type": "text_delta", "text": f"{i}\n"}
         return [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})]
@@ -541,6 +575,9 @@ class Gemini(Format):
         usage = {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": n, "totalTokenCount": PROMPT_TOKENS + n}
         candidate = {**candidate, "finishReason": "STOP", "index": 0}
         return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": self.model}
+
+    def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
+        return {"server-timing": f"gfet4t7; dur={ms}", "x-goog-request-id": request_id}
 
     def token(self, i: int) -> list[Event]:
         return [(None, self._chunk(f"{i}\n"))]
@@ -731,6 +768,9 @@ async def respond(p: Params, fmt: Format, t0: float, truth: Truth | None = None,
     if start is None:
         return JSONResponse(fmt.error_body(409, "resumption refused (resume_fault=refuse)"), status_code=409)
     headers = {"cache-control": "no-cache", "content-type": p.content_type or EVENT_STREAM}
+    if p.server_timing:
+        headers.update(fmt.timing_headers(round(p.headers_delay * 1000), f"req_sim_{next(REQUEST_IDS)}"))
+    headers.update(p.response_headers)
     if p.x_accel_buffering is not None:
         headers["x-accel-buffering"] = p.x_accel_buffering
     if p.garbage:
