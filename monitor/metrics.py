@@ -23,7 +23,17 @@ from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .chaincheck import CHAIN_CHECKS
-from .result import ALERTS, CLOCK_USER, PAGES, REASONS, RESUME_OUTCOMES, RESUME_RESUMED, WARNINGS, ProbeResult
+from .result import (
+    ALERTS,
+    CLOCK_USER,
+    PAGES,
+    REASONS,
+    RESUME_OUTCOMES,
+    RESUME_RESUMED,
+    USAGE_KINDS,
+    WARNINGS,
+    ProbeResult,
+)
 
 # 1.5 s is the seeds' p95 SLO and 2.0 s the alert threshold: both must be bucket bounds.
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -72,6 +82,10 @@ class Metrics:
         # what the server reported of its own time (timing headers): a series per name the target's last run sent
         self.server_timing = Gauge("sse_probe_server_timing_seconds", "What the server reported of its own time in the last run's response headers (openai-processing-ms, Server-Timing, x-litellm-*, x-envoy-upstream-service-time, TGI's x-*-time), by header name.", (*t, "name"), registry=registry)
         self._timing_names: dict[str, set[str]] = {}
+        # what probing costs: the tokens the streams reported, and their price where the target has one (price:)
+        self.tokens = Counter("sse_probe_tokens", "Tokens the probe's streams reported using, by kind: input, output (reasoning included), reasoning.", (*t, "kind"), registry=registry)
+        self.cost = Counter("sse_probe_cost", "What the reported tokens cost at the target's configured price, in the currency's units.", (*t, "currency"), registry=registry)
+        self._currencies: dict[str, set[str]] = {}
         self.user_clock = Counter("sse_monitor_probes_user_clock", "Finished probes timed at least partly on the process's clock, without kernel receive timestamps.", t, registry=registry)
         self.reload_ok = Gauge("sse_monitor_config_last_reload_successful", "1 if the last configuration (re)load succeeded.", registry=registry)
         self.reload_time = Gauge("sse_monitor_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully.", registry=registry)
@@ -114,6 +128,8 @@ class Metrics:
         self.lagged_probes.labels(name, *self._r)
         self.probe_waits.labels(name, *self._r)
         self.user_clock.labels(name, *self._r)
+        for kind in USAGE_KINDS:
+            self.tokens.labels(name, *self._r, kind)
         self.configure_target(name, interval, ttft_threshold, proxy_idle_timeout, resume)
         # success, last run, last TTFT and max silence have no honest value before the first run: no series yet
 
@@ -153,6 +169,10 @@ class Metrics:
             _remove(self.alert, name, *self._r, alertname)
         self._remove_resume(name)
         self._set_server_timing(name, {})
+        for kind in USAGE_KINDS:
+            _remove(self.tokens, name, *self._r, kind)
+        for currency in self._currencies.pop(name, ()):
+            _remove(self.cost, name, *self._r, currency)
 
     # -- chain checks -----------------------------------------------------------------------------------------------
 
@@ -227,6 +247,7 @@ class Metrics:
         for alertname in ALERTS:
             self.alert.labels(target, *self._r, alertname).set(1 if alertname in result.alerts else 0)
         self._set_server_timing(target, result.server_timing)
+        self._count_usage(target, result)
         resume = result.resume
         if resume is not None and target in self._resume_targets:
             if resume.outcome is None:
@@ -234,6 +255,18 @@ class Metrics:
             else:
                 self.resume_runs.labels(target, *self._r, resume.outcome).inc()
                 self.resume_ok.labels(target, *self._r).set(1 if resume.outcome == RESUME_RESUMED else 0)
+
+    def _count_usage(self, target: str, result: ProbeResult) -> None:
+        """The run's reported tokens and their cost. A currency's series starts with the first priced run (the
+        configuration's prices are not known here)."""
+        for kind in USAGE_KINDS:
+            count = result.usage.get(f"{kind}_tokens") if result.usage else None
+            if count:
+                self.tokens.labels(target, *self._r, kind).inc(count)
+        if result.cost is not None:
+            currency = result.cost["currency"]
+            self._currencies.setdefault(target, set()).add(currency)
+            self.cost.labels(target, *self._r, currency).inc(result.cost["amount"])
 
     def _set_server_timing(self, target: str, timing: dict[str, float]) -> None:
         """The last run's server-reported timings; a name the last run did not send loses its series."""

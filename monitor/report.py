@@ -30,6 +30,7 @@ def summary(result: ProbeResult) -> str:
         f"  duration     {_s(r.duration_seconds)}  {r.token_events} token events, {r.events} events, "
         f"{r.comments} comments, {_size(r.bytes)} in {r.reads} reads",
         f"  max gap      {_s(r.max_gap_seconds)}  max silence {_s(r.max_silence_seconds)}",
+        *_usage_lines(r),
         *_resume_lines(r.resume),
         f"  warnings     {', '.join(r.warnings) or 'none'}",
         f"  alerts       {', '.join(r.alerts) or 'none'}",
@@ -54,6 +55,26 @@ def _server(r: ProbeResult) -> str:
     said = [f"request id {r.request_id}"] if r.request_id else []
     said += [f"{name} {_s(seconds)}" for name, seconds in r.server_timing.items()]
     return ", ".join(said)
+
+
+def _usage_lines(r: ProbeResult) -> list[str]:
+    """The tokens the stream reported and what they cost; nothing when it reported none."""
+    if r.usage is None:
+        return []
+    counts = [f"{_count(r.usage[f'{kind}_tokens'])} {kind}" for kind in ("input", "output")]
+    if r.usage["reasoning_tokens"] is not None:
+        counts[-1] += f" ({r.usage['reasoning_tokens']} reasoning)"
+    cost = f", cost {money(r.cost['amount'])} {r.cost['currency']}" if r.cost is not None else ""
+    return [f"  tokens       {', '.join(counts)}{cost}"]
+
+
+def money(amount: float) -> str:
+    """An amount to the millionth of the currency (a run costs fractions of a cent): 0.00002, 1.5."""
+    return f"{amount:.6f}".rstrip("0").rstrip(".") if amount else "0"
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)
 
 
 def _resume_lines(resume: ResumeResult | None) -> list[str]:

@@ -376,6 +376,10 @@ class Format:
     def preamble(self, n: int) -> list[Event]:
         return []
 
+    def output_cap(self) -> Any:
+        """The request's cap on the answer's tokens, as this API names it (None: none)."""
+        return None
+
     def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
         """What this API's servers say of their own time (`ms` before the headers) and of the request."""
         return {"server-timing": f"app;dur={ms}", "x-request-id": request_id}
@@ -423,6 +427,9 @@ class OpenAIChat(Format):
     def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
         return _openai_timing(ms, request_id)
 
+    def output_cap(self) -> Any:
+        return self.body.get("max_completion_tokens", self.body.get("max_tokens"))
+
     def token(self, i: int) -> list[Event]:
         return [(None, self._chunk({"content": f"{i}\n"}))]
 
@@ -468,6 +475,9 @@ class OpenAIResponses(Format):
 
     def _usage(self, n: int) -> dict[str, int]:
         return {"input_tokens": PROMPT_TOKENS, "output_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+
+    def output_cap(self) -> Any:
+        return self.body.get("max_output_tokens")
 
     def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
         return _openai_timing(ms, request_id)
@@ -532,6 +542,9 @@ class Anthropic(Format):
     def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
         return {"x-envoy-upstream-service-time": str(ms), "request-id": request_id}
 
+    def output_cap(self) -> Any:
+        return self.body.get("max_tokens")
+
     def token(self, i: int) -> list[Event]:
         delta = {"type": "text_delta", "text": f"{i}\n"}
         return [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})]
@@ -578,6 +591,10 @@ class Gemini(Format):
 
     def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
         return {"server-timing": f"gfet4t7; dur={ms}", "x-goog-request-id": request_id}
+
+    def output_cap(self) -> Any:
+        config = self.body.get("generationConfig")
+        return config.get("maxOutputTokens") if isinstance(config, dict) else None
 
     def token(self, i: int) -> list[Event]:
         return [(None, self._chunk(f"{i}\n"))]
@@ -812,6 +829,7 @@ def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None) -> 
                 _unstreamed(truth_log.request(request.url.path, request.query_params.get("tag"), received, entered),
                             response)
             return response
+        p = _capped(p, fmt.output_cap())
         if last is not None or p.resume_fault == "noids":  # a resumed stream carries ids, unless they are the fault
             p = dataclasses.replace(p, ids=p.resume_fault != "noids")
         await asyncio.sleep(p.headers_delay)
@@ -822,6 +840,14 @@ def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None) -> 
         return response
 
     return endpoint
+
+
+def _capped(p: Params, cap: Any) -> Params:
+    """A stream of `tokens` tokens stops at the request's output cap, as a model's answer does (an endless one
+    does not: it is a hostile mode)."""
+    if isinstance(cap, int) and not isinstance(cap, bool) and 0 <= cap < p.tokens and not p.endless:
+        return dataclasses.replace(p, tokens=cap)
+    return p
 
 
 def _unstreamed(truth: Truth, response: Response) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from prometheus_client import generate_latest
 
-from conftest import probe_json
+from conftest import probe_json, sse_monitor
+from monitor.dialects import make_dialect
 from monitor.metrics import Metrics, render
-from monitor.result import ProbeResult
+from monitor.probe import StreamRecorder
+from monitor.result import USAGE_KINDS, Price, ProbeResult, ProbeSpec
 from monitor.server_timing import MAX_TIMINGS, MS_HEADERS
 from test_probe_e2e import dialect_args, url
 
@@ -93,3 +96,100 @@ def test_server_timing_series_exist_only_for_names_the_last_run_sent_and_go_with
     assert render(metrics.registry) == generate_latest(metrics.registry)
     metrics.remove_target("a")
     assert b"sse_probe_server_timing_seconds{" not in generate_latest(metrics.registry)
+
+
+# ---- token usage and cost -------------------------------------------------------------------------------------------
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def recorded(dialect: str, sample: str, price: Price | None = None) -> ProbeResult:
+    """A recorded stream fed to the probe's own recorder, as one body piece after its response headers."""
+    spec = ProbeSpec(url="http://127.0.0.1:9/", dialect=dialect, price=price)
+    result = ProbeResult(url=spec.url, dialect=dialect)
+    recorder = StreamRecorder(spec, make_dialect(spec), result)
+    if not recorder.on_body((SAMPLES / sample).read_bytes()):
+        recorder.on_eof()
+    recorder.finish()
+    return result
+
+
+@pytest.mark.parametrize("dialect, sample, usage", [
+    ("openai-chat", "openai_chat.sse", (19, 5, None)),
+    ("openai-chat", "openai_chat_reasoning.sse", (19, 40, 36)),
+    ("openai-chat", "openai_chat_tools_reasoning.sse", None),  # no usage chunk: include_usage was not honoured
+    ("openai-responses", "openai_responses.sse", (12, 4, None)),
+    ("openai-responses", "openai_responses_reasoning.sse", (12, 130, 128)),
+    ("anthropic", "anthropic.sse", (25, 15, None)),  # message_start's input, message_delta's output
+    ("anthropic", "anthropic_thinking.sse", (30, 85, None)),  # thinking is counted in the output, not apart
+    ("anthropic", "anthropic_overloaded.sse", (25, 1, None)),  # ended by an error: what it said until then
+    ("gemini", "gemini.sse", (9, 9, None)),
+    ("gemini", "gemini_thinking.sse", (9, 125, 120)),  # thoughts are output too, counted apart by Gemini
+])
+def test_usage_is_read_from_each_dialects_stream(dialect, sample, usage):
+    r = recorded(dialect, sample)
+    expected = None if usage is None else dict(zip(("input_tokens", "output_tokens", "reasoning_tokens"), usage))
+    assert r.usage == expected
+    assert r.cost is None  # no price
+
+
+def test_cost_is_input_and_output_tokens_at_the_price_per_million():
+    r = recorded("openai-chat", "openai_chat_reasoning.sse", Price(2.0, 8.0, "EUR"))
+    assert r.cost == {"amount": pytest.approx((19 * 2.0 + 40 * 8.0) / 1e6), "currency": "EUR"}
+    assert recorded("openai-chat", "openai_chat_tools_reasoning.sse", Price(2.0, 8.0)).cost is None  # no usage
+
+
+@pytest.mark.parametrize("dialect", list(TIMING))
+def test_each_dialect_probe_reports_usage_and_cost_and_caps_the_answer(simulator, dialect):
+    # the simulator stops at the request's output cap, as a model does: 30 tokens asked, 7 allowed
+    status, r = probe_json(url(simulator, dialect, tokens=30, ttft=0, rate=1000), *dialect_args(dialect),
+                           "--price", "1.5,6,USD", "--max-output-tokens", "7")
+    assert (status, r["outcome"]) == (0, "completed")
+    if dialect == "generic":  # no usage in the stream, no cap in the request
+        assert (r["token_events"], r["usage"], r["cost"]) == (30, None, None)
+        return
+    assert r["token_events"] == 7
+    assert r["usage"] == {"input_tokens": 10, "output_tokens": 7, "reasoning_tokens": None}
+    assert r["cost"] == {"amount": pytest.approx((10 * 1.5 + 7 * 6) / 1e6), "currency": "USD"}
+
+
+def test_probe_text_output_names_tokens_and_cost(simulator):
+    proc = sse_monitor("probe", url(simulator, "anthropic", tokens=3, ttft=0), "--dialect", "anthropic",
+                       "--price", "0.8,4,EUR")
+    assert "  tokens       10 input, 3 output, cost 0.00002 EUR" in proc.stdout.splitlines()
+
+
+def test_token_and_cost_counters_add_up_each_run():
+    metrics = Metrics()
+    metrics.add_target("a", 60.0, 2.0, 60.0)
+    sample = metrics.registry.get_sample_value
+    assert [sample("sse_probe_tokens_total", {"target": "a", "kind": k}) for k in USAGE_KINDS] == [0, 0, 0]
+    usage = {"input_tokens": 10, "output_tokens": 40, "reasoning_tokens": 36}
+    for _ in range(2):
+        metrics.observe("a", result(usage=usage, cost={"amount": 0.25, "currency": "USD"}))
+    metrics.observe("a", result(usage={"input_tokens": 10, "output_tokens": None, "reasoning_tokens": None}))
+    assert [sample("sse_probe_tokens_total", {"target": "a", "kind": k}) for k in USAGE_KINDS] == [30, 80, 72]
+    assert sample("sse_probe_cost_total", {"target": "a", "currency": "USD"}) == 0.5
+    assert render(metrics.registry) == generate_latest(metrics.registry)
+    metrics.remove_target("a")
+    text = generate_latest(metrics.registry)
+    assert b"sse_probe_tokens_total{" not in text and b"sse_probe_cost_total{" not in text
+
+
+def test_check_config_estimates_runs_tokens_and_cost_per_day(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "defaults:\n  price: {input_per_million: 0.15, output_per_million: 0.60}\n"
+        "targets:\n"
+        "  - {name: chat, url: 'http://127.0.0.1:9/', interval: 1m}\n"
+        "  - {name: claude, url: 'http://127.0.0.1:9/', dialect: anthropic, interval: 5m, max_output_tokens: 300,\n"
+        "     price: {input_per_million: 0.8, output_per_million: 4, currency: EUR}}\n"
+        "  - {name: feed, url: 'http://127.0.0.1:9/', dialect: generic, interval: 10m}\n")
+    proc = sse_monitor("check-config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[1:]]
+    # 1,440 runs a day at most 1,024 output tokens: 1,474,560 tokens, 0.88 USD at 0.60 a million
+    assert rows[1] == ["chat", "1,440", "at", "most", "1,474,560", "at", "most", "0.88", "USD"]
+    assert rows[2] == ["claude", "288", "at", "most", "86,400", "at", "most", "0.35", "EUR"]
+    assert rows[3] == ["feed", "144", "unknown", "(no", "cap)", "unknown", "(no", "cap)"]
+    assert " ".join(rows[4]).startswith("total 1,872 1,560,960 + unknown at most 0.35 EUR + 0.88 USD")

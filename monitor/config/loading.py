@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import ConfigError
+from .estimate import estimate_lines
 from .messages import _messages, _problem_from_pydantic
 from .models import MonitorConfig
 from .rules import _cross_field_problems
@@ -56,7 +57,8 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
 
 def check_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> int:
-    """`sse-monitor check-config FILE`: print 'FILE: OK, N targets' and return 0, or every problem (stderr), 2."""
+    """`sse-monitor check-config FILE`: print 'FILE: OK, N targets' and what the targets will spend a day (see
+    estimate.py) and return 0, or print every problem (stderr) and return 2."""
     try:
         config = load_config(path, environ)
     except ConfigError as err:
@@ -65,4 +67,6 @@ def check_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None
         return 2
     count = len(config.targets)
     print(f"{os.fspath(path)}: OK, {count} target{'' if count == 1 else 's'}")
+    for line in estimate_lines(config):
+        print(line)
     return 0
