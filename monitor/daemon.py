@@ -300,6 +300,7 @@ class Daemon:
             started_at=result.started_at,
             clock=result.clock,
             ttft_seconds=result.ttft_seconds,
+            first_text_seconds=result.first_text_seconds,
             duration_seconds=round(result.duration_seconds, 6),
             events=result.events,
             token_events=result.token_events,
@@ -307,6 +308,8 @@ class Daemon:
             warnings=result.warnings,
             detail=result.detail or None,
             request_id=result.request_id,
+            usage=result.usage,
+            cost=result.cost,
             **({"resume": result.resume.outcome, "resume_detail": result.resume.detail} if result.resume else {}),
         )
         for listener in self.result_listeners:

@@ -29,9 +29,11 @@ class Verdict(NamedTuple):
     end: bool = False  # the stream ended properly
     error: str | None = None  # the stream ended with an error; the text says why
     usage: Usage | None = None  # token counts the event carried (a later report replaces an earlier one's)
+    reasoning: bool = False  # a token of reasoning (thinking), not of the visible answer
 
 
 TOKEN = Verdict(token=True)
+REASONING = Verdict(token=True, reasoning=True)
 TOKEN_END = Verdict(token=True, end=True)
 HEARTBEAT = Verdict(heartbeat=True)
 END = Verdict(end=True)
@@ -181,14 +183,17 @@ class OpenAIChat(Dialect):
 
     @staticmethod
     def _tokens(obj: dict[str, Any]) -> Verdict:
+        verdict = OTHER
         for choice in obj.get("choices") or ():
             delta = choice.get("delta") or {} if isinstance(choice, dict) else {}
-            if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning") or delta.get("refusal"):
+            if delta.get("content") or delta.get("refusal"):
                 return TOKEN
             for call in delta.get("tool_calls") or ():
                 if isinstance(call, dict) and (call.get("function") or {}).get("arguments"):
                     return TOKEN
-        return OTHER
+            if delta.get("reasoning_content") or delta.get("reasoning"):
+                verdict = REASONING
+        return verdict
 
 
 class OpenAIResponses(Dialect):
@@ -204,6 +209,7 @@ class OpenAIResponses(Dialect):
             "response.function_call_arguments.delta",
         }
     )
+    REASONING_TYPES = frozenset({"response.reasoning_text.delta", "response.reasoning_summary_text.delta"})
     ERROR_TYPES = frozenset({"response.failed", "response.incomplete", "error"})
 
     output_cap = "max_output_tokens"
@@ -215,11 +221,11 @@ class OpenAIResponses(Dialect):
     def classify(self, event: Event) -> Verdict:
         kind = event.type
         if kind in self.TOKEN_TYPES:  # the hot path: no JSON parsing
-            return TOKEN
+            return REASONING if kind in self.REASONING_TYPES else TOKEN
         obj = _json(event.data)
         kind = self._event_type(event, obj)
         if kind in self.TOKEN_TYPES:
-            return TOKEN
+            return REASONING if kind in self.REASONING_TYPES else TOKEN
         if kind == "response.completed":
             return Verdict(end=True, usage=self._usage(obj))
         if kind in self.ERROR_TYPES:  # an incomplete or failed response may still have cost tokens
@@ -265,11 +271,11 @@ class Anthropic(Dialect):
     def classify(self, event: Event) -> Verdict:
         kind = event.type
         if kind == "content_block_delta":
-            return TOKEN
+            return self._delta(event.data)
         if kind == "message":  # the `event:` field was lost on the way: fall back to the JSON type
             kind = self._event_type(event, _json(event.data))
             if kind == "content_block_delta":
-                return TOKEN
+                return self._delta(event.data)
         if kind == "message_stop":
             return END
         if kind == "ping":
@@ -280,6 +286,17 @@ class Anthropic(Dialect):
         if kind in ("message_start", "message_delta"):
             return Verdict(usage=self._usage(_json(event.data)))
         return OTHER
+
+    @staticmethod
+    def _delta(data: str) -> Verdict:
+        """A token; of thinking when the delta is a thinking_delta or signature_delta. Only data that names one of
+        them is parsed (the hot path stays a substring search)."""
+        if "thinking_delta" not in data and "signature_delta" not in data:
+            return TOKEN
+        obj = _json(data)
+        delta = obj.get("delta") if isinstance(obj, dict) else None
+        kind = delta.get("type") if isinstance(delta, dict) else None
+        return REASONING if kind in ("thinking_delta", "signature_delta") else TOKEN
 
     @staticmethod
     def _usage(obj: Any) -> Usage | None:
@@ -318,14 +335,17 @@ class Gemini(Dialect):
             return OTHER
         if obj.get("error"):
             return Verdict(error=_error_text(obj["error"]))
-        token = end = False
+        text = thought = end = False
         for candidate in obj.get("candidates") or ():
             if not isinstance(candidate, dict):
                 continue
             parts = (candidate.get("content") or {}).get("parts") or ()
-            token = token or any(isinstance(p, dict) and p.get("text") for p in parts)
+            parts = [p for p in parts if isinstance(p, dict) and p.get("text")]
+            text = text or any(not p.get("thought") for p in parts)
+            thought = thought or any(p.get("thought") for p in parts)
             end = end or bool(candidate.get("finishReason"))
-        return Verdict(token=token, end=end, usage=self._usage(obj.get("usageMetadata")))
+        return Verdict(token=text or thought, end=end, usage=self._usage(obj.get("usageMetadata")),
+                       reasoning=thought and not text)
 
     @staticmethod
     def _usage(usage: Any) -> Usage | None:

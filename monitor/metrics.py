@@ -56,6 +56,7 @@ class Metrics:
         self._r: tuple[str, ...] = (region,) if region else ()
         t = ("target", "region") if region else ("target",)
         self.ttft = Histogram("sse_probe_ttft_seconds", "Time from request start to the first token event.", t, buckets=TTFT_BUCKETS, registry=registry)
+        self.first_text = Histogram("sse_probe_first_text_seconds", "Time from request start to the first token of the visible answer (after any reasoning/thinking tokens, which TTFT counts).", t, buckets=TTFT_BUCKETS, registry=registry)
         self.first_byte = Histogram("sse_probe_first_byte_seconds", "Time from request start to the first body byte.", t, buckets=TTFT_BUCKETS, registry=registry)
         self.gap = Histogram("sse_probe_inter_event_gap_seconds", "Gaps between consecutive token events.", t, buckets=GAP_BUCKETS, registry=registry)
         self.duration = Histogram("sse_probe_stream_duration_seconds", "Time from request start to the end of the stream.", t, buckets=DURATION_BUCKETS, registry=registry)
@@ -116,7 +117,7 @@ class Metrics:
     def add_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float,
                    resume: bool = False) -> None:
         """Create every series of a new target at zero, so rules and dashboards see it before its first run."""
-        for histogram in (self.ttft, self.first_byte, self.gap, self.duration):
+        for histogram in (self.ttft, self.first_text, self.first_byte, self.gap, self.duration):
             histogram.labels(name, *self._r)
         for outcome, reason in OUTCOME_REASONS:
             self.runs.labels(name, *self._r, outcome, reason)
@@ -156,7 +157,7 @@ class Metrics:
 
     def remove_target(self, name: str) -> None:
 
-        single = (self.ttft, self.first_byte, self.gap, self.duration, self.success, self.last_run, self.last_ttft,
+        single = (self.ttft, self.first_text, self.first_byte, self.gap, self.duration, self.success, self.last_run, self.last_ttft,
                   self.max_silence, self.threshold, self.interval, self.proxy_idle, self.skipped, self.lagged_probes,
                   self.probe_waits, self.user_clock)
         for metric in single:
@@ -229,6 +230,8 @@ class Metrics:
 
         if result.ttft_seconds is not None:
             self.ttft.labels(target, *self._r).observe(result.ttft_seconds)
+        if result.first_text_seconds is not None:
+            self.first_text.labels(target, *self._r).observe(result.first_text_seconds)
         if result.first_byte_seconds is not None:
             self.first_byte.labels(target, *self._r).observe(result.first_byte_seconds)
         gap = self.gap.labels(target, *self._r)

@@ -371,6 +371,8 @@ class StreamRecorder:
             self._on_usage(verdict.usage)
         if verdict.token:
             self._on_token(now)
+            if not verdict.reasoning and r.first_text_seconds is None:
+                r.first_text_seconds = now
         if verdict.error is not None:
             self.conclude(ENDED_EARLY, "error_event", f"error event: {verdict.error}", now)
             return True

@@ -25,7 +25,7 @@ def summary(result: ProbeResult) -> str:
     if r.detail:
         lines.append(f"  why          {r.detail}")
     lines += [
-        f"  TTFT         {_s(r.ttft_seconds)}  (threshold {r.ttft_threshold:g} s)",
+        f"  TTFT         {_s(r.ttft_seconds)}  (threshold {r.ttft_threshold:g} s)  first text {_s(r.first_text_seconds)}",
         f"  first byte   {_s(r.first_byte_seconds)}  first event {_s(r.first_event_seconds)}  headers {_s(r.headers_seconds)}",
         f"  duration     {_s(r.duration_seconds)}  {r.token_events} token events, {r.events} events, "
         f"{r.comments} comments, {_size(r.bytes)} in {r.reads} reads",

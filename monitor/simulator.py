@@ -154,6 +154,7 @@ class Params:
     resume_fault: str = _param("none", _resume_fault)  # what a resumed request gets (see first_event)
     # the format's own timing headers (headers_delay as the server's processing time) and a request id
     server_timing: bool = _param(False, _flag)
+    thinking: int = _param(0, _count)  # the first this many tokens are reasoning (thinking), not the visible answer
     response_headers: tuple[tuple[str, str], ...] = _param((), _header_map)  # extra headers, as a JSON object
 
 
@@ -372,6 +373,15 @@ class Format:
         self.model = model
         self.body = body
         self.created = int(time.time())
+        self.thinking = 0  # tokens of reasoning before the visible answer (Params.thinking)
+
+    def thought(self, i: int) -> bool:
+        """Token i is reasoning, not answer."""
+        return i <= self.thinking
+
+    def thoughts(self, n: int) -> int:
+        """Of n tokens sent, how many were reasoning."""
+        return min(n, self.thinking)
 
     def preamble(self, n: int) -> list[Event]:
         return []
@@ -418,8 +428,11 @@ class OpenAIChat(Format):
     def _envelope(self) -> dict[str, Any]:
         return {"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": self.created, "model": self.model}
 
-    def _usage(self, n: int) -> dict[str, int]:
-        return {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+    def _usage(self, n: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+        if self.thinking:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.thoughts(n)}
+        return usage
 
     def preamble(self, n: int) -> list[Event]:
         return [(None, self._chunk({"role": "assistant", "content": ""}))]
@@ -431,7 +444,7 @@ class OpenAIChat(Format):
         return self.body.get("max_completion_tokens", self.body.get("max_tokens"))
 
     def token(self, i: int) -> list[Event]:
-        return [(None, self._chunk({"content": f"{i}\n"}))]
+        return [(None, self._chunk({"reasoning_content" if self.thought(i) else "content": f"{i}\n"}))]
 
     def end(self, n: int) -> list[Event]:
         events: list[Event] = [(None, self._chunk({}, "stop"))]
@@ -473,8 +486,11 @@ class OpenAIResponses(Format):
     def _part(self, n: int) -> dict[str, Any]:
         return {"type": "output_text", "text": _text_of(n), "annotations": []}
 
-    def _usage(self, n: int) -> dict[str, int]:
-        return {"input_tokens": PROMPT_TOKENS, "output_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+    def _usage(self, n: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {"input_tokens": PROMPT_TOKENS, "output_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+        if self.thinking:
+            usage["output_tokens_details"] = {"reasoning_tokens": self.thoughts(n)}
+        return usage
 
     def output_cap(self) -> Any:
         return self.body.get("max_output_tokens")
@@ -491,6 +507,9 @@ class OpenAIResponses(Format):
         ]
 
     def token(self, i: int) -> list[Event]:
+        if self.thought(i):
+            where = {"item_id": "rs_sim", "output_index": 0, "summary_index": 0}
+            return [self._event("response.reasoning_summary_text.delta", **where, delta=f"{i}\n")]
         return [self._event("response.output_text.delta", **self.WHERE, delta=f"{i}\n")]
 
     def end(self, n: int) -> list[Event]:
@@ -524,6 +543,7 @@ ANTHROPIC_ERRORS = {
 
 
 TEXT_BLOCK = {"type": "text", "text": ""}
+THINKING_BLOCK = {"type": "thinking", "thinking": ""}
 
 
 class Anthropic(Format):
@@ -535,9 +555,16 @@ class Anthropic(Format):
     def preamble(self, n: int) -> list[Event]:
         return [
             ("message_start", {"type": "message_start", "message": self._message([], None, 1)}),
-            ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": TEXT_BLOCK}),
+            self._block_start(0, THINKING_BLOCK if self.thinking else TEXT_BLOCK),
             ("ping", {"type": "ping"}),
         ]
+
+    def _block_start(self, index: int, block: dict[str, Any]) -> Event:
+        return ("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+
+    def _block(self, i: int) -> int:
+        """The content block of token i: with thinking, the thinking block is 0 and the text block 1."""
+        return 1 if self.thinking and not self.thought(i) else 0
 
     def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
         return {"x-envoy-upstream-service-time": str(ms), "request-id": request_id}
@@ -546,13 +573,20 @@ class Anthropic(Format):
         return self.body.get("max_tokens")
 
     def token(self, i: int) -> list[Event]:
-        delta = {"type": "text_delta", "text": f"{i}\n"}
-        return [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})]
+        if self.thought(i):
+            delta = {"type": "thinking_delta", "thinking": f"{i}\n"}
+        else:
+            delta = {"type": "text_delta", "text": f"{i}\n"}
+        events: list[Event] = []
+        if self.thinking and i == self.thinking + 1:  # the answer begins: the thinking block ends
+            events = [("content_block_stop", {"type": "content_block_stop", "index": 0}), self._block_start(1, TEXT_BLOCK)]
+        index = self._block(i)
+        return [*events, ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})]
 
     def end(self, n: int) -> list[Event]:
         delta = {"stop_reason": "end_turn", "stop_sequence": None}
         return [
-            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("content_block_stop", {"type": "content_block_stop", "index": self._block(n)}),
             ("message_delta", {"type": "message_delta", "delta": delta, "usage": {"output_tokens": n}}),
             ("message_stop", {"type": "message_stop"}),
         ]
@@ -581,11 +615,16 @@ GEMINI_STATUSES = {
 
 
 class Gemini(Format):
-    def _chunk(self, text: str, n: int | None = None) -> dict[str, Any]:
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+    def _chunk(self, text: str, n: int | None = None, thought: bool = False) -> dict[str, Any]:
+        part: dict[str, Any] = {"text": text, "thought": True} if thought else {"text": text}
+        candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}}
         if n is None:
             return {"candidates": [{**candidate, "index": 0}], "modelVersion": self.model}
-        usage = {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": n, "totalTokenCount": PROMPT_TOKENS + n}
+        thoughts = self.thoughts(n)
+        usage = {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": n - thoughts,
+                 "totalTokenCount": PROMPT_TOKENS + n}
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
         candidate = {**candidate, "finishReason": "STOP", "index": 0}
         return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": self.model}
 
@@ -597,7 +636,7 @@ class Gemini(Format):
         return config.get("maxOutputTokens") if isinstance(config, dict) else None
 
     def token(self, i: int) -> list[Event]:
-        return [(None, self._chunk(f"{i}\n"))]
+        return [(None, self._chunk(f"{i}\n", thought=self.thought(i)))]
 
     def end(self, n: int) -> list[Event]:
         return [(None, self._chunk("", n))]
@@ -830,6 +869,7 @@ def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None) -> 
                             response)
             return response
         p = _capped(p, fmt.output_cap())
+        fmt.thinking = p.thinking
         if last is not None or p.resume_fault == "noids":  # a resumed stream carries ids, unless they are the fault
             p = dataclasses.replace(p, ids=p.resume_fault != "noids")
         await asyncio.sleep(p.headers_delay)

@@ -15,6 +15,7 @@ from monitor.metrics import Metrics, render
 from monitor.probe import StreamRecorder
 from monitor.result import USAGE_KINDS, Price, ProbeResult, ProbeSpec
 from monitor.server_timing import MAX_TIMINGS, MS_HEADERS
+from monitor.sse import Event, SSEDecoder
 from test_probe_e2e import dialect_args, url
 
 # what each simulated API sends with server_timing=1: its timing header's name and its request id header
@@ -193,3 +194,59 @@ def test_check_config_estimates_runs_tokens_and_cost_per_day(tmp_path):
     assert rows[2] == ["claude", "288", "at", "most", "86,400", "at", "most", "0.35", "EUR"]
     assert rows[3] == ["feed", "144", "unknown", "(no", "cap)", "unknown", "(no", "cap)"]
     assert " ".join(rows[4]).startswith("total 1,872 1,560,960 + unknown at most 0.35 EUR + 0.88 USD")
+
+
+# ---- first visible text ---------------------------------------------------------------------------------------------
+
+
+def token_kinds(dialect: str, sample: str) -> str:
+    """Each token event of a recorded stream: R for reasoning (thinking), T for the visible answer."""
+    classify = make_dialect(ProbeSpec(url="http://h", dialect=dialect)).classify
+    verdicts = [classify(item) for item in SSEDecoder().feed((SAMPLES / sample).read_bytes()) if isinstance(item, Event)]
+    return "".join("R" if v.reasoning else "T" for v in verdicts if v.token)
+
+
+@pytest.mark.parametrize("dialect, sample, kinds", [
+    ("openai-chat", "openai_chat.sse", "TTT"),
+    ("openai-chat", "openai_chat_reasoning.sse", "RRTT"),
+    ("openai-chat", "openai_chat_tools_reasoning.sse", "RTT"),  # a tool call's arguments are the answer
+    ("openai-responses", "openai_responses_reasoning.sse", "RRTT"),
+    ("anthropic", "anthropic_thinking.sse", "RRTT"),  # thinking and signature deltas; the text names neither's type
+    ("anthropic", "anthropic.sse", "TT"),
+    ("gemini", "gemini_thinking.sse", "RTT"),  # a part with thought: true
+    ("gemini", "gemini.sse", "TTT"),
+])
+def test_reasoning_tokens_are_told_from_the_visible_answer(dialect, sample, kinds):
+    assert token_kinds(dialect, sample) == kinds
+
+
+@pytest.mark.parametrize("dialect", list(TIMING))
+def test_first_text_comes_after_the_thinking_that_ttft_counts(simulator, dialect):
+    # 4 thinking tokens then 4 of answer, 20 a second: the answer starts 0.2 s after the first (thinking) token
+    status, r = probe_json(url(simulator, dialect, tokens=8, thinking=4, ttft=0.05, rate=20), *dialect_args(dialect))
+    assert (status, r["outcome"], r["token_events"]) == (0, "completed", 8)
+    if dialect == "generic":  # no reasoning in a generic stream: every token is answer
+        assert r["first_text_seconds"] == r["ttft_seconds"]
+        return
+    assert r["first_text_seconds"] - r["ttft_seconds"] >= 0.19
+    if dialect != "anthropic":  # Anthropic does not count thinking apart
+        assert r["usage"]["reasoning_tokens"] == 4
+
+
+def test_first_text_is_ttft_for_a_model_that_does_not_think(simulator):
+    _, r = probe_json(url(simulator, "openai-chat", tokens=3, ttft=0.05))
+    assert r["first_text_seconds"] == r["ttft_seconds"] is not None
+
+
+def test_first_text_histogram_has_the_ttft_buckets_and_goes_with_the_target():
+    metrics = Metrics()
+    metrics.add_target("a", 60.0, 2.0, 60.0)
+    sample = metrics.registry.get_sample_value
+    assert sample("sse_probe_first_text_seconds_count", {"target": "a"}) == 0
+    metrics.observe("a", result(first_text_seconds=1.7))
+    metrics.observe("a", result())  # no visible text came
+    assert sample("sse_probe_first_text_seconds_count", {"target": "a"}) == 1
+    assert sample("sse_probe_first_text_seconds_bucket", {"target": "a", "le": "1.5"}) == 0
+    assert sample("sse_probe_first_text_seconds_bucket", {"target": "a", "le": "2.0"}) == 1
+    metrics.remove_target("a")
+    assert b"sse_probe_first_text_seconds_count{" not in generate_latest(metrics.registry)
