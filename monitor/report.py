@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from .breakdown import describe, ttft_breakdown
 from .result import ProbeResult, ResumeResult
 
 
@@ -30,6 +31,7 @@ def summary(result: ProbeResult) -> str:
         f"  duration     {_s(r.duration_seconds)}  {r.token_events} token events, {r.events} events, "
         f"{r.comments} comments, {_size(r.bytes)} in {r.reads} reads",
         f"  max gap      {_s(r.max_gap_seconds)}  max silence {_s(r.max_silence_seconds)}",
+        *breakdown_lines(r),
         *_usage_lines(r),
         *_resume_lines(r.resume),
         f"  warnings     {', '.join(r.warnings) or 'none'}",
@@ -48,6 +50,14 @@ def summary(result: ProbeResult) -> str:
             lines.append(f"    {entry['t']:9.3f}  {what:<28} {data}")
     lines.append("ALERT: " + ", ".join(r.alerts) if r.alerts else "OK: healthy")
     return "\n".join(lines)
+
+
+def breakdown_lines(r: ProbeResult) -> list[str]:
+    """Where the wait for the first token went, one part a line (see breakdown.py)."""
+    parts = ttft_breakdown(r)
+    width = max(len(part.label) for part in parts)
+    heads = ["  TTFT parts   "] + ["               "] * (len(parts) - 1)
+    return [f"{head}{part.label:<{width}}  {describe(part)}" for head, part in zip(heads, parts)]
 
 
 def _server(r: ProbeResult) -> str:

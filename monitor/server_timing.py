@@ -18,6 +18,9 @@ MS_HEADERS = (
     "x-time-per-token",
     "x-compute-time",
 )
+# Of these, the first found says how much of the wait from the request to the response headers the server itself spent
+# (the TTFT breakdown's server part); Server-Timing entries have no agreed meaning, so none of them is used so.
+SERVER_PART_HEADERS = ("openai-processing-ms", "x-envoy-upstream-service-time", "x-litellm-response-duration-ms")
 SERVER_TIMING = "server-timing"  # W3C: `name;dur=ms;desc="..."` entries, comma-separated, kept as server-timing:NAME
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-goog-request-id", "cf-ray")  # the first found is kept
 MAX_TIMINGS = 16  # names kept per response: a hostile endpoint cannot make unbounded series

@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from .metrics import render
-from .report import summary
+from .report import money, summary
 from .result import ProbeResult
 from .timeline import outcome_strip_svg, sparkline_svg, timeline_svg
 
@@ -76,6 +76,21 @@ def _firing(result: ProbeResult, pushed: Sequence[str]) -> str:
     if not names:
         return "-"
     return ", ".join(f"<span class='bad{' now' if n in pushed else ''}'>{html.escape(n)}</span>" for n in names)
+
+
+def _spend_per_day(runs: Sequence[Run], interval: float) -> str:
+    """Tokens and cost a day at the target's interval, from the mean of its kept runs that reported usage; '-' when
+    none did."""
+    used = [run.result for run in runs if run.result.usage is not None]
+    if not used:
+        return "-"
+    per_day = 86400.0 / interval / len(used)
+    tokens = sum((r.usage["input_tokens"] or 0) + (r.usage["output_tokens"] or 0) for r in used) * per_day
+    text = f"{tokens:,.0f} tokens"
+    costs = [r.cost for r in used if r.cost is not None]
+    if len(costs) == len(used) and len({c["currency"] for c in costs}) == 1:
+        text += f", {money(sum(c['amount'] for c in costs) * per_day)} {html.escape(costs[0]['currency'])}"
+    return text
 
 
 def _runs_table(runs: Sequence[Run], chosen: Run) -> str:
@@ -152,7 +167,7 @@ def create_app(daemon: Monitor) -> Starlette:
             r = daemon.last_results.get(name)
             runs = list(daemon.history.get(name, ()))
             if r is None:
-                cells = [f"<td colspan=8>no finished run yet (every {target.interval:g} s)</td>"]
+                cells = [f"<td colspan=9>no finished run yet (every {target.interval:g} s)</td>"]
             else:
                 css = "bad" if r.alerts else "ok"
                 ttfts = [run.result.ttft_seconds for run in runs]
@@ -164,6 +179,7 @@ def create_app(daemon: Monitor) -> Starlette:
                     f"<td>{_seconds(r.duration_seconds)}</td><td class=outcomes>{strip}</td>",
                     f"<td class=firing>{_firing(r, daemon.firing(name))}</td>",
                     f"<td>{html.escape(', '.join(r.warnings) or '-')}</td>",
+                    f"<td class=spend>{_spend_per_day(runs, target.interval)}</td>",
                     f"<td>{_ago(r.started_at + r.duration_seconds)}</td>",
                 ]
             link = f'<a href="targets/{html.escape(name)}">{html.escape(name)}</a>'
@@ -172,7 +188,8 @@ def create_app(daemon: Monitor) -> Starlette:
             f"<h1>sse-monitor</h1><p>shard {html.escape(str(daemon.shard))} · <a href='metrics'>metrics</a> · "
             "<a href='api/v1/targets'>JSON</a></p>"
             "<table><tr><th>target</th><th>dialect</th><th>last outcome</th><th>TTFT</th><th>recent TTFT</th>"
-            "<th>duration</th><th>recent outcomes</th><th>alerts now firing</th><th>warnings</th><th>when</th></tr>"
+            "<th>duration</th><th>recent outcomes</th><th>alerts now firing</th><th>warnings</th><th>per day</th>"
+            "<th>when</th></tr>"
             f"{''.join(rows)}</table>{_chains_table(daemon.chains)}"
         )
         return HTMLResponse(PAGE.format(title="sse-monitor", body=body))

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from prometheus_client import generate_latest
+from structlog.testing import capture_logs
 
-from conftest import probe_json, sse_monitor
+from conftest import free_port, probe_json, sse_monitor
+from servers import parse_metrics, running_daemon
+from monitor.breakdown import ttft_breakdown
 from monitor.dialects import make_dialect
 from monitor.metrics import Metrics, render
-from monitor.probe import StreamRecorder
+from monitor.probe import StreamRecorder, run_probe
 from monitor.result import USAGE_KINDS, Price, ProbeResult, ProbeSpec
 from monitor.server_timing import MAX_TIMINGS, MS_HEADERS
 from monitor.sse import Event, SSEDecoder
+from monitor.timeline import timeline_svg
 from test_probe_e2e import dialect_args, url
 
 # what each simulated API sends with server_timing=1: its timing header's name and its request id header
@@ -250,3 +256,102 @@ def test_first_text_histogram_has_the_ttft_buckets_and_goes_with_the_target():
     assert sample("sse_probe_first_text_seconds_bucket", {"target": "a", "le": "2.0"}) == 1
     metrics.remove_target("a")
     assert b"sse_probe_first_text_seconds_count{" not in generate_latest(metrics.registry)
+
+
+# ---- the TTFT breakdown ---------------------------------------------------------------------------------------------
+
+
+def probe_result(url_: str, **spec) -> ProbeResult:
+    return asyncio.run(run_probe(ProbeSpec(url=url_, **spec)))
+
+
+def test_the_breakdown_parts_add_up_to_what_a_fresh_client_waited(simulator):
+    r = probe_result(url(simulator, "openai-chat", tokens=8, thinking=3, ttft=0.3, rate=20, headers_delay=0.1,
+                         server_timing=1))
+    parts = {p.name: p for p in ttft_breakdown(r)}
+    assert list(parts) == ["connect", "tls", "request_to_headers", "headers_to_first_event",
+                           "first_event_to_first_token", "first_token_to_first_text"]
+    assert not parts["tls"].applies and parts["tls"].seconds is None  # plain http: no TLS, not an unknown one
+    after_request = ("request_to_headers", "headers_to_first_event", "first_event_to_first_token")
+    assert sum(parts[name].seconds for name in after_request) == pytest.approx(r.ttft_seconds)
+    assert parts["first_token_to_first_text"].seconds == pytest.approx(r.first_text_seconds - r.ttft_seconds)
+    assert parts["first_token_to_first_text"].seconds >= 0.14  # 3 thinking tokens at 20 a second
+    assert (parts["request_to_headers"].server_seconds, parts["request_to_headers"].server_header) == (
+        0.1, "openai-processing-ms")
+    assert parts["request_to_headers"].seconds >= 0.1
+
+
+def test_probe_text_output_lists_each_part_and_the_servers_share(simulator):
+    proc = sse_monitor("probe", url(simulator, "anthropic", tokens=2, ttft=0.2, headers_delay=0.1, server_timing=1),
+                       "--dialect", "anthropic")
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  TTFT parts   connect"))
+    labels = [line[15:].split("  ")[0] for line in lines[start:start + 5]]
+    assert labels == ["connect", "TLS", "request sent → response headers", "headers → first event",
+                      "first event → first token"]
+    assert "none (plain http)" in lines[start + 1]
+    assert "(the server says 0.100 s: x-envoy-upstream-service-time; " in lines[start + 2]
+    assert "  server       request id req_sim_" in proc.stdout
+
+
+def test_a_probe_that_got_no_response_shows_its_parts_as_unknown_never_as_numbers():
+    proc = sse_monitor("probe", f"http://127.0.0.1:{free_port()}/v1/chat/completions")
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  TTFT parts"))
+    assert [line.rstrip().endswith(" unknown") for line in lines[start:start + 5]] == [True, False, True, True, True]
+
+
+def test_the_timeline_draws_the_breakdown_on_the_time_axis(simulator):
+    r = probe_result(url(simulator, "openai-chat", tokens=6, thinking=2, ttft=0.2, rate=20, headers_delay=0.1,
+                         server_timing=1))
+    root = ET.fromstring(timeline_svg(r))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    band = root.find("s:g[@class='breakdown']", ns)
+    drawn = {rect.get("data-part"): float(rect.get("data-seconds")) for rect in band.findall("s:rect", ns)}
+    assert drawn == pytest.approx({
+        "request_to_headers": r.headers_seconds, "server": 0.1,
+        "headers_to_first_event": r.first_event_seconds - r.headers_seconds,
+        "first_event_to_first_token": r.ttft_seconds - r.first_event_seconds,
+        "first_token_to_first_text": r.first_text_seconds - r.ttft_seconds}, abs=1e-6)
+    assert band.find("s:text", ns).text.startswith("before the request: connect ")
+    failed = ET.fromstring(timeline_svg(ProbeResult(url="https://h/", dialect="openai-chat")))
+    label = failed.find("s:g[@class='breakdown']/s:text", ns).text
+    assert label == ("before the request: connect unknown, TLS unknown · unknown: request sent → response headers, "
+                     "headers → first event, first event → first token")
+
+
+# ---- the daemon: pages, metrics and log line ------------------------------------------------------------------------
+
+
+def test_the_daemon_shows_where_the_time_went_and_what_probing_costs(simulator, tmp_path):
+    chat = url(simulator, "openai-chat", tokens=6, thinking=2, ttft=0.1, rate=50, headers_delay=0.05, server_timing=1)
+    config = ("scheduler: {jitter: 0s}\ntargets:\n"
+              f"  - {{name: chat, url: '{chat}', interval: 1m, timeout: 20s, idle_timeout: 10s,\n"
+              "     price: {input_per_million: 1, output_per_million: 4}}\n")
+
+    async def scenario():
+        async with running_daemon(config, tmp_path) as (daemon, client):
+            with capture_logs() as logs:
+                for _ in range(2):
+                    await daemon._run_target("chat")
+            pages = [(await client.get(path)).text for path in ("/", "/targets/chat", "/metrics")]
+            return logs, *pages
+
+    logs, landing, page, metrics_text = asyncio.run(scenario())
+    finished = [e for e in logs if e["event"] == "probe_finished"]
+    assert len(finished) == 2
+    e = finished[-1]
+    assert e["request_id"].startswith("req_sim_") and e["first_text_seconds"] > e["ttft_seconds"]
+    assert e["usage"] == {"input_tokens": 10, "output_tokens": 6, "reasoning_tokens": 2}
+    assert e["cost"] == {"amount": pytest.approx(34e-6), "currency": "USD"}
+    # two runs of 16 tokens, 34 millionths each, 1,440 runs a day
+    assert "<td class=spend>23,040 tokens, 0.04896 USD</td>" in landing
+    assert "first text" in page and "TTFT parts" in page and "request id req_sim_" in page
+    assert 'class="breakdown"' in page
+    m = parse_metrics(metrics_text)
+    t = frozenset({"target": "chat"}.items())
+    assert m[("sse_probe_tokens_total", t | {("kind", "output")})] == 12
+    assert m[("sse_probe_tokens_total", t | {("kind", "reasoning")})] == 4
+    assert m[("sse_probe_cost_total", t | {("currency", "USD")})] == pytest.approx(68e-6)
+    assert m[("sse_probe_server_timing_seconds", t | {("name", "openai-processing-ms")})] == 0.05
+    assert m[("sse_probe_first_text_seconds_count", t)] == 2
