@@ -289,7 +289,8 @@ class Daemon:
         target = self.targets.get(name)
         if target is None:
             return
-        self.metrics.observe(name, result)
+        run = self._runs.get(name, 0) + 1  # the number _remember gives this run: its exemplars name it
+        self.metrics.observe(name, result, run=run)
         self.last_results[name] = result
         self._remember(name, result)
         log.info(

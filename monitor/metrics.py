@@ -19,6 +19,7 @@ from prometheus_client import (
     values,
 )
 from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.utils import floatToGoString
 
 from . import __version__
@@ -225,19 +226,20 @@ class Metrics:
 
     # -- results --------------------------------------------------------------------------------------------------
 
-    def observe(self, target: str, result: ProbeResult) -> None:
-        """Record one finished probe."""
-
+    def observe(self, target: str, result: ProbeResult, run: int | None = None) -> None:
+        """Record one finished probe. With its `run` number (the history's), the TTFT, first-text and duration
+        observations carry an exemplar naming it (shown in the OpenMetrics exposition only)."""
+        exemplar = {"target": target, "run": str(run)} if run is not None else None
         if result.ttft_seconds is not None:
-            self.ttft.labels(target, *self._r).observe(result.ttft_seconds)
+            self.ttft.labels(target, *self._r).observe(result.ttft_seconds, exemplar)
         if result.first_text_seconds is not None:
-            self.first_text.labels(target, *self._r).observe(result.first_text_seconds)
+            self.first_text.labels(target, *self._r).observe(result.first_text_seconds, exemplar)
         if result.first_byte_seconds is not None:
             self.first_byte.labels(target, *self._r).observe(result.first_byte_seconds)
         gap = self.gap.labels(target, *self._r)
         for value in result.token_gaps():
             gap.observe(value)
-        self.duration.labels(target, *self._r).observe(result.duration_seconds)
+        self.duration.labels(target, *self._r).observe(result.duration_seconds, exemplar)
         self.runs.labels(target, *self._r, result.outcome, result.reason).inc()
         if result.clock == CLOCK_USER:
             self.user_clock.labels(target, *self._r).inc()
@@ -291,6 +293,12 @@ def _remove(metric, *labels: str) -> None:
 
 
 # -- the /metrics body -------------------------------------------------------------------------------------------------
+
+
+def render_openmetrics(registry: CollectorRegistry) -> bytes:
+    """The registry in the OpenMetrics text format, exemplars included: for scrapers that ask for it (Accept:
+    application/openmetrics-text). prometheus_client's own writer: ~4 times slower than render() (README, Metrics)."""
+    return openmetrics_latest(registry)
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -11,12 +11,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .metrics import render
+from .metrics import render, render_openmetrics
 from .report import money, summary
 from .result import ProbeResult
 from .timeline import outcome_strip_svg, sparkline_svg, timeline_svg
@@ -93,6 +94,12 @@ def _spend_per_day(runs: Sequence[Run], interval: float) -> str:
     return text
 
 
+def _wants_openmetrics(accept: str) -> bool:
+    """The scraper accepts OpenMetrics (as prometheus_client's choose_encoder decides; Prometheus asks for it first by
+    default)."""
+    return any(part.split(";")[0].strip() == "application/openmetrics-text" for part in accept.split(","))
+
+
 def _runs_table(runs: Sequence[Run], chosen: Run) -> str:
     """The target's kept runs, newest first, each linking to its timeline."""
     rows = []
@@ -142,6 +149,9 @@ def _chains_table(chains: Any) -> str:
 def create_app(daemon: Monitor) -> Starlette:
     async def metrics(request: Request) -> Response:
         # rendering is CPU work: off the loop that times the streams
+        if _wants_openmetrics(request.headers.get("accept", "")):  # with the exemplars naming each run
+            body = await asyncio.to_thread(render_openmetrics, daemon.metrics.registry)
+            return Response(body, media_type=OPENMETRICS_CONTENT_TYPE)
         body = await asyncio.to_thread(render, daemon.metrics.registry)  # generate_latest's bytes, faster
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

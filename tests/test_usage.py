@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from conftest import free_port, probe_json, sse_monitor
-from servers import parse_metrics, running_daemon
+from conftest import ROOT, free_port, probe_json, sse_monitor
+from servers import DaemonProcess, parse_metrics, running_daemon, start_prometheus, wait_until
 from monitor.breakdown import ttft_breakdown
 from monitor.dialects import make_dialect
-from monitor.metrics import Metrics, render
+from monitor.metrics import Metrics, render, render_openmetrics
 from monitor.probe import StreamRecorder, run_probe
 from monitor.result import USAGE_KINDS, Price, ProbeResult, ProbeSpec
 from monitor.server_timing import MAX_TIMINGS, MS_HEADERS
@@ -87,8 +90,8 @@ def test_an_endpoint_sending_many_server_timing_names_gets_only_the_first_sixtee
 
 
 def result(**kw) -> ProbeResult:
-    return ProbeResult(url="http://127.0.0.1:9/", dialect="openai-chat", outcome="completed", reason="ok",
-                       ttft_seconds=0.4, duration_seconds=1.0, **kw)
+    return ProbeResult(**{"url": "http://127.0.0.1:9/", "dialect": "openai-chat", "outcome": "completed",
+                          "reason": "ok", "ttft_seconds": 0.4, "duration_seconds": 1.0, **kw})
 
 
 def test_server_timing_series_exist_only_for_names_the_last_run_sent_and_go_with_the_target():
@@ -355,3 +358,88 @@ def test_the_daemon_shows_where_the_time_went_and_what_probing_costs(simulator, 
     assert m[("sse_probe_cost_total", t | {("currency", "USD")})] == pytest.approx(68e-6)
     assert m[("sse_probe_server_timing_seconds", t | {("name", "openai-processing-ms")})] == 0.05
     assert m[("sse_probe_first_text_seconds_count", t)] == 2
+
+
+# ---- exemplars ------------------------------------------------------------------------------------------------------
+
+
+def test_openmetrics_scrapes_get_exemplars_naming_the_run_and_text_scrapes_the_same_bytes_as_before():
+    metrics = Metrics()
+    metrics.add_target("a", 60.0, 2.0, 60.0)
+    metrics.observe("a", result(first_text_seconds=0.9), run=41)
+    metrics.observe("a", result(ttft_seconds=2.5, first_text_seconds=2.6), run=42)
+    assert render(metrics.registry) == generate_latest(metrics.registry)  # no exemplar in the text format
+    text = render_openmetrics(metrics.registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, value, le in (("sse_probe_ttft_seconds", 2.5, "3.0"), ("sse_probe_first_text_seconds", 2.6, "3.0"),
+                            ("sse_probe_stream_duration_seconds", 1.0, "1.0")):
+        bucket = next(s for s in families[name].samples if s.name.endswith("_bucket") and s.labels["le"] == le)
+        assert (bucket.exemplar.labels, bucket.exemplar.value) == ({"target": "a", "run": "42"}, value), name
+    assert text.endswith("# EOF\n")
+
+
+@pytest.mark.parametrize("accept, openmetrics", [
+    ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1", True),  # what Prometheus sends by default
+    ("text/plain;version=0.0.4", False),
+    ("", False),
+])
+def test_metrics_endpoint_serves_openmetrics_only_to_a_scraper_that_asks(accept, openmetrics, simulator, tmp_path):
+    config = f"targets:\n  - {{name: chat, url: '{url(simulator, 'openai-chat', tokens=2, ttft=0)}', interval: 1h}}\n"
+
+    async def scenario():
+        async with running_daemon(config, tmp_path) as (daemon, client):
+            await daemon._run_target("chat")
+            response = await client.get("/metrics", headers={"Accept": accept})
+            return response, render(daemon.metrics.registry)
+
+    response, text = asyncio.run(scenario())
+    if openmetrics:
+        assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+        assert '# {run="1",target="chat"} ' in response.text
+    else:
+        assert response.headers["content-type"] == CONTENT_TYPE_LATEST  # as before
+        assert response.content == text and " # {" not in response.text
+
+
+def test_real_prometheus_stores_exemplars_with_our_run_numbers(simulator, tmp_path):
+    chat = url(simulator, "openai-chat", tokens=3, ttft=0.05, rate=100)
+    daemon = DaemonProcess(f"scheduler: {{jitter: 0s}}\ntargets:\n  - {{name: chat, url: '{chat}', interval: 1s}}\n",
+                           tmp_path)
+    prom = start_prometheus(
+        "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: sse-monitor\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{daemon.port}']}}]\n", tmp_path, "--enable-feature=exemplar-storage")
+    try:
+        def exemplars() -> list[dict]:
+            now = time.time()
+            response = httpx.get(prom.url + "/api/v1/query_exemplars", params={
+                "query": 'sse_probe_ttft_seconds_bucket{target="chat"}', "start": now - 300, "end": now}, timeout=5)
+            return [e for series in response.json()["data"] for e in series["exemplars"]]
+
+        found = wait_until(lambda: len(exemplars()) >= 3 and exemplars(), 30, "three TTFT exemplars in Prometheus")
+        history = {entry["run"]: entry for entry in daemon.get("/api/v1/targets/chat/history").json()}
+        for exemplar in found:
+            assert exemplar["labels"]["target"] == "chat"
+            run = int(exemplar["labels"]["run"])
+            if run in history:  # still kept: the exemplar's value is that run's TTFT
+                assert float(exemplar["value"]) == pytest.approx(history[run]["ttft_seconds"])
+        runs = sorted(int(e["labels"]["run"]) for e in found)
+        assert runs == sorted(set(runs)) and runs[0] >= 1  # one exemplar per run, numbered as the history numbers them
+        assert any(run in history for run in runs)
+    finally:
+        prom.close()
+        daemon.stop()
+
+
+def test_grafana_ttft_panels_show_exemplars_linking_to_the_runs_page():
+    dashboards = {p.stem: json.loads(p.read_text()) for p in (ROOT / "dashboards").glob("*.json")}
+    for name, dash in dashboards.items():
+        monitor = next(v for v in dash["templating"]["list"] if v["name"] == "monitor")
+        assert monitor["query"] == "http://localhost:9108"  # where docker-compose.yml publishes the daemon
+        panels = [p for p in dash["panels"] if "exemplar" in json.dumps(p.get("targets", []))]
+        assert panels, name
+        for panel in panels:
+            assert any("sse_probe_ttft_seconds" in t["expr"] and t.get("exemplar") for t in panel["targets"])
+            (override,) = [o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["options"] == "run"]
+            (link,) = override["properties"][0]["value"]
+            assert link["url"] == "${monitor}/targets/${__data.fields.target}?run=${__value.raw}"
