@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -11,7 +12,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
@@ -390,16 +393,17 @@ def test_metrics_endpoint_serves_openmetrics_only_to_a_scraper_that_asks(accept,
     async def scenario():
         async with running_daemon(config, tmp_path) as (daemon, client):
             await daemon._run_target("chat")
-            response = await client.get("/metrics", headers={"Accept": accept})
-            return response, render(daemon.metrics.registry)
+            return await client.get("/metrics", headers={"Accept": accept})
 
-    response, text = asyncio.run(scenario())
+    response = asyncio.run(scenario())
     if openmetrics:
         assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
         assert '# {run="1",target="chat"} ' in response.text
     else:
         assert response.headers["content-type"] == CONTENT_TYPE_LATEST  # as before
-        assert response.content == text and " # {" not in response.text
+        # the text format (render(), byte for byte generate_latest: tests/test_metrics_render.py), no exemplar in it
+        assert " # {" not in response.text and "# EOF" not in response.text
+        assert 'sse_probe_ttft_seconds_count{target="chat"} 1.0\n' in response.text
 
 
 def test_real_prometheus_stores_exemplars_with_our_run_numbers(simulator, tmp_path):
@@ -443,3 +447,31 @@ def test_grafana_ttft_panels_show_exemplars_linking_to_the_runs_page():
             (override,) = [o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["options"] == "run"]
             (link,) = override["properties"][0]["value"]
             assert link["url"] == "${monitor}/targets/${__data.fields.target}?run=${__value.raw}"
+
+
+def test_openmetrics_renders_byte_for_byte_as_prometheus_clients_writer(monkeypatch):
+    metrics = Metrics()
+    for name in ("a", "b"):
+        metrics.add_target(name, 60.0, 2.0, 60.0)
+    metrics.observe("a", result(first_text_seconds=0.9, server_timing={"x": 0.1}), run=3)
+    metrics.observe("b", result(ttft_seconds=None, usage={"input_tokens": 5, "output_tokens": None,
+                                                          "reasoning_tokens": None}), run=1)
+    registry = CollectorRegistry()
+    counter = Counter("c", "A counter\\ with a backslash\nand a newline.", ("target",), registry=registry)
+    gauge = Gauge("g", "A gauge.", ("target",), registry=registry)
+    histogram = Histogram("h", "A histogram.", ("target", "zz"), buckets=(-1.0, 0.1, 1.0), registry=registry)
+    Info("build", "Build.", registry=registry).info({"version": "1"})
+    for name in ('quote"d', "back\\slash", "new\nline", "ünïcode", ""):
+        counter.labels(name).inc(2.5)
+        histogram.labels(name, "z").observe(0.5, {"run": name, "target": "x"})
+    for name, value in (("neg-zero", -0.0), ("nan", math.nan), ("inf", math.inf), ("tiny", 1.5e-300)):
+        gauge.labels(name).set(value)
+    Gauge("f", "Set by a function.", ("target",), registry=registry).labels("a").set_function(lambda: 4.0)
+    Counter("e", "A counter with an exemplar.", ("target",), registry=registry).labels("a").inc(1, {"run": "1"})
+    for each in (metrics.registry, registry, CollectorRegistry(target_info={"env": "test"}), CollectorRegistry()):
+        assert render_openmetrics(each) == openmetrics_latest(each)
+    counter.labels('quote"d').reset()  # a new _created: the cached line must not survive it
+    assert render_openmetrics(registry) == openmetrics_latest(registry)
+    monkeypatch.setattr(prometheus_metrics, "_use_created", False)
+    assert render_openmetrics(registry) == openmetrics_latest(registry)
+    assert render(registry) == generate_latest(registry)  # the text renderer, sharing its caches, unmoved
