@@ -210,7 +210,7 @@ class ProbeResult:
     first_byte_seconds: float | None = None
     first_event_seconds: float | None = None
     ttft_seconds: float | None = None  # the first token event, reasoning (thinking) included
-    first_text_seconds: float | None = None  # the first token of the visible answer: TTFT for a model that does not think
+    first_text_seconds: float | None = None  # the first token of the visible answer; TTFT for a model that doesn't think
     duration_seconds: float = 0.0
     events: int = 0  # dispatched events, of every kind
     token_events: int = 0

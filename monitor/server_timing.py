@@ -47,8 +47,9 @@ def read_server_report(headers: Mapping[str, str], server_timing: list[str] | No
         value = headers.get(name)
         if value is not None:
             _keep(report, name, _milliseconds(value), f"{name}: {value}")
-    values = server_timing if server_timing is not None else [headers[SERVER_TIMING]] if SERVER_TIMING in headers else []
-    for value in values:
+    if server_timing is None:
+        server_timing = [headers[SERVER_TIMING]] if SERVER_TIMING in headers else []
+    for value in server_timing:
         for entry in _ENTRIES.findall(value):
             _server_timing_entry(report, entry.strip())
     report.request_id = _request_id(report, headers)

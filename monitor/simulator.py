@@ -115,8 +115,10 @@ def _header_map(raw: str) -> tuple[tuple[str, str], ...]:
     except ValueError:
         headers = None
     if not isinstance(headers, dict) or not all(
-            isinstance(k, str) and HEADER_NAME.fullmatch(k) and isinstance(v, str) and v.isascii() and v.isprintable() for k, v in headers.items()):
-        raise ValueError('expected a JSON object of header names to printable ASCII values, e.g. {"x-queue-time": "12"}')
+            HEADER_NAME.fullmatch(k) and isinstance(v, str) and v.isascii() and v.isprintable()
+            for k, v in headers.items()):
+        raise ValueError("expected a JSON object of header names to printable ASCII values, "
+                         'e.g. {"x-queue-time": "12"}')
     return tuple(headers.items())
 
 
@@ -429,7 +431,8 @@ class OpenAIChat(Format):
         return {"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": self.created, "model": self.model}
 
     def _usage(self, n: int) -> dict[str, Any]:
-        usage: dict[str, Any] = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+        usage: dict[str, Any] = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": n,
+                                 "total_tokens": PROMPT_TOKENS + n}
         if self.thinking:
             usage["completion_tokens_details"] = {"reasoning_tokens": self.thoughts(n)}
         return usage
@@ -579,7 +582,8 @@ class Anthropic(Format):
             delta = {"type": "text_delta", "text": f"{i}\n"}
         events: list[Event] = []
         if self.thinking and i == self.thinking + 1:  # the answer begins: the thinking block ends
-            events = [("content_block_stop", {"type": "content_block_stop", "index": 0}), self._block_start(1, TEXT_BLOCK)]
+            events = [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                      self._block_start(1, TEXT_BLOCK)]
         index = self._block(i)
         return [*events, ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})]
 

@@ -273,7 +273,8 @@ def _breakdown_band(r: ProbeResult, x_of, add, y: float) -> None:
     """The TTFT breakdown as a band of segments on the time axis (the server's reported part hatched darker, drawn
     ending at the headers); connect and TLS, before time zero, and every unknown part named in the band's label."""
     parts = ttft_breakdown(r)
-    add(f'<g class="breakdown"><title>{esc("where the wait went: " + "; ".join(f"{p.label} {describe(p)}" for p in parts))}</title>')
+    said = "; ".join(f"{p.label} {describe(p)}" for p in parts)
+    add(f'<g class="breakdown"><title>{esc("where the wait went: " + said)}</title>')
     for p in parts:
         if p.start is None or p.end is None:
             continue
