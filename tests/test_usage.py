@@ -475,3 +475,9 @@ def test_openmetrics_renders_byte_for_byte_as_prometheus_clients_writer(monkeypa
     monkeypatch.setattr(prometheus_metrics, "_use_created", False)
     assert render_openmetrics(registry) == openmetrics_latest(registry)
     assert render(registry) == generate_latest(registry)  # the text renderer, sharing its caches, unmoved
+
+
+def test_the_simulator_refuses_response_headers_that_are_not_a_json_object_of_strings(simulator):
+    for bad in ("[1]", '{"x": 1}', '{"bad name": "1"}'):
+        response = httpx.get(url(simulator, "openai-chat") + "?response_headers=" + quote(bad), timeout=5)
+        assert response.status_code == 400 and "'response_headers'" in response.json()["error"]["message"], bad
