@@ -1245,8 +1245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", help="comma-separated: stream counts, cap[:TARGETS], flood[:HEALTHY], "
                                          "steady[:TARGETS] (default 50,200,500,1000,cap,flood,steady; quick "
                                          "200,1000,flood)")
-    parser.add_argument("--steady-window", type=float, default=240.0,
-                        help="the steady level's window after its warm-up, seconds (default 240)")
+    parser.add_argument("--steady-window", type=float, default=300.0,
+                        help="the steady level's window after its warm-up (five intervals), seconds (default 300)")
     parser.add_argument("--steady-no-prefill", dest="steady_prefill", action="store_false",
                         help="start the steady level with an empty history (the RSS curve shows it filling)")
     parser.add_argument("--blackbox-levels", help="stream counts for blackbox_exporter (default 50,200,500,1000; "

@@ -48,6 +48,7 @@ OVERVIEW_UID = "sse-monitor-overview"
 TARGET_UID = "sse-monitor-target"
 FILES = {OVERVIEW_UID: HERE / "sse-monitor-overview.json", TARGET_UID: HERE / "sse-monitor-target.json"}
 TAG = "sse-monitor"
+MONITOR_URL = "http://localhost:9108"  # where docker-compose.yml publishes the daemon
 
 # The seeds' numbers: TTFT p95 under 1.5 s is the SLO, a first token after 2 s alerts. Proxies drop a stream after
 # their idle timeout (60 s by default: nginx proxy_read_timeout, AWS ALB; each target configures its own), and
@@ -258,6 +259,31 @@ def bucket_heatmap(title: str, description: str, metric: str, selector: str) -> 
     )
 
 
+def monitor_variable() -> db.TextBoxVariable:
+    """The sse-monitor daemon's base URL as the browser reaches it: where an exemplar's run page lives."""
+    return (
+        db.TextBoxVariable("monitor")
+        .label("sse-monitor URL")
+        .description("The daemon's base URL as your browser reaches it (docker compose: " + MONITOR_URL + "): "
+                     "exemplars on the TTFT graphs link to its page of the run they name")
+        .default_value(MONITOR_URL)
+        .current(dm.VariableOption(text=MONITOR_URL, value=MONITOR_URL))
+    )
+
+
+def run_link() -> list[dm.DynamicConfigValue]:
+    """Override properties of an exemplar's `run` field: a link to that run's page (timeline, breakdown) on the
+    daemon. Exemplars carry `target` and `run` (monitor/metrics.py); Grafana shows them on hover."""
+    url = "${monitor}/targets/${__data.fields.target}?run=${__value.raw}"
+    return [prop("links", [{"title": "Run ${__value.raw} of ${__data.fields.target}: timeline", "url": url,
+                            "targetBlank": True}])]
+
+
+def with_exemplars(panel: timeseries.Panel) -> timeseries.Panel:
+    """Exemplars (one dot per run) on the panel's TTFT quantiles, each dot linking to its run."""
+    return panel.override_by_name("run", run_link())
+
+
 def datasource_variable() -> db.DatasourceVariable:
     return db.DatasourceVariable("datasource").label("Data source").type("prometheus").current(dm.VariableOption(text="Prometheus", value="prometheus"))
 
@@ -327,6 +353,7 @@ def base_dashboard(uid: str, title: str, description: str) -> db.Dashboard:
             .expr("changes(sse_monitor_config_last_reload_success_timestamp_seconds[$__rate_interval]) > 0")
         )
         .with_variable(datasource_variable())
+        .with_variable(monitor_variable())
     )
 
 
@@ -433,20 +460,26 @@ def burn_rates() -> timeseries.Panel:
     return panel.min(0).legend(legend("mean", "max", "lastNotNull")).data_links([drill_down_link()]).height(8).span(16)
 
 
+EXEMPLARS_NOTE = ("Dots: exemplars, one per run (Prometheus with --enable-feature=exemplar-storage); a dot's `run` "
+                  "links to that run's timeline and TTFT breakdown on the daemon ($monitor).")
+
+
 def ttft_quantiles_overview() -> timeseries.Panel:
     queries = [
         query(quantile(q, "sse_probe_ttft_seconds", T, by="target, le"), f"{{{{target}}}} p{int(q * 100)}", ref)
         for q, ref in ((0.5, "A"), (0.95, "B"), (0.99, "C"))
     ]
+    queries[1] = queries[1].exemplar(True)  # one dot per run, once: on the p95
     panel = graph(
         "TTFT p50 / p95 / p99 per target",
         f"Time from request start to the first token, by target. Dashed lines: the {TTFT_SLO_P95:g} s p95 SLO (yellow) "
         f"and the {TTFT_ALERT:g} s alert threshold (red). Both are histogram bucket bounds, so the lines are exact; "
-        "between bounds the quantiles are interpolated. Windows are at least " + QUANTILE_MIN_INTERVAL + " (a handful of runs).",
+        "between bounds the quantiles are interpolated. Windows are at least " + QUANTILE_MIN_INTERVAL + " (a handful of runs). "
+        + EXEMPLARS_NOTE,
         "s",
         *queries,
     )
-    panel = panel.thresholds(ttft_steps()).thresholds_style(DASHED)
+    panel = with_exemplars(panel.thresholds(ttft_steps()).thresholds_style(DASHED))
     return panel.interval(QUANTILE_MIN_INTERVAL).min(0).legend(legend("mean", "max", "lastNotNull")).data_links([drill_down_link()]).height(10).span(16)
 
 
@@ -774,14 +807,16 @@ def last_run_stats() -> list[stat.Panel]:
 
 def ttft_quantiles_target() -> timeseries.Panel:
     queries = [query(quantile(q, "sse_probe_ttft_seconds", ONE), f"p{int(q * 100)}", ref) for q, ref in ((0.5, "A"), (0.95, "B"), (0.99, "C"))]
+    queries[1] = queries[1].exemplar(True)
     queries.append(query(f"sse_probe_ttft_threshold_seconds{{{ONE}}}", "alert threshold", "D"))
     panel = graph(
         "TTFT percentiles",
-        f"Time to first token. Dashed yellow: the {TTFT_SLO_P95:g} s p95 SLO; red: the target's configured alert threshold.",
+        f"Time to first token. Dashed yellow: the {TTFT_SLO_P95:g} s p95 SLO; red: the target's configured alert threshold. "
+        + EXEMPLARS_NOTE,
         "s",
         *queries,
     )
-    panel = with_threshold_lines(panel, (None, "green"), (TTFT_SLO_P95, "yellow"))
+    panel = with_exemplars(with_threshold_lines(panel, (None, "green"), (TTFT_SLO_P95, "yellow")))
     panel = panel.override_by_name("alert threshold", reference_line("red"))
     return panel.interval(QUANTILE_MIN_INTERVAL).min(0).legend(legend("mean", "max", "lastNotNull")).height(9).span(8)
 

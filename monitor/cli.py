@@ -17,10 +17,12 @@ from .result import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_OUTPUT_TOKENS,
     DEFAULT_MAX_STREAM_BYTES,
     DEFAULT_PROMPT,
     DEFAULT_TIMEOUT,
     DEFAULT_TTFT_THRESHOLD,
+    Price,
     ProbeSpec,
     ResumeSpec,
 )
@@ -48,6 +50,20 @@ def _http_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"URL: expected an http:// or https:// URL, got {url!r}")
     return url
+
+
+def _price(text: str) -> Price:
+    """--price INPUT,OUTPUT[,CURRENCY]: per million tokens, checked as the configuration's `price:` is."""
+    from .config.values import _v_currency, _v_per_million
+
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError(f"expected INPUT,OUTPUT[,CURRENCY] per million tokens (e.g. 0.15,0.60,USD), got {text!r}")
+        currency = _v_currency(parts[2]) if len(parts) == 3 else "USD"
+        return Price(_v_per_million(parts[0]), _v_per_million(parts[1]), currency)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _size(text: str) -> int:
@@ -118,6 +134,8 @@ def spec_from_args(args: argparse.Namespace) -> ProbeSpec:
         verify_tls=not args.insecure,
         trace=args.trace,
         resume=resume,
+        max_output_tokens=args.max_output_tokens,
+        price=args.price,
     )
 
 
@@ -442,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the stream's byte budget, as 10MB or 1GiB (default 64MiB); more fails as too_many_bytes")
     p.add_argument("--max-events", type=_positive(int), default=DEFAULT_MAX_EVENTS, metavar="N",
                    help="the stream's budget of events and comments (default 200000); more fails as too_many_events")
+    p.add_argument("--max-output-tokens", type=_positive(int), default=DEFAULT_MAX_OUTPUT_TOKENS, metavar="N",
+                   help="the answer's token cap in the dialect's own body (max_completion_tokens, max_output_tokens, "
+                        "max_tokens, generationConfig.maxOutputTokens; default 1024)")
+    p.add_argument("--price", type=_price, metavar="IN,OUT[,CUR]",
+                   help="what a million input and output tokens cost (e.g. 0.15,0.60,USD): the run's cost")
     p.add_argument("--heartbeat-event", action="append", default=[], metavar="TYPE", help="generic: an event type that is a heartbeat")
     p.add_argument("--terminal-event", metavar="TYPE", help="generic: the event type that ends the stream")
     p.add_argument("--terminal-data", metavar="DATA", help="generic: the data value that ends the stream")

@@ -253,7 +253,7 @@ class Daemon:
         if target is None:
             return
         run = self.history.record(name, dataclasses.replace(result, trace=None) if result.trace else result)
-        self.metrics.observe(name, result)
+        self.metrics.observe(name, result, run=run.run)  # its exemplars name the run
         self.last_results[name] = result
         log.info(
             "probe_finished",
@@ -264,12 +264,16 @@ class Daemon:
             started_at=result.started_at,
             clock=result.clock,
             ttft_seconds=result.ttft_seconds,
+            first_text_seconds=result.first_text_seconds,
             duration_seconds=round(result.duration_seconds, 6),
             events=result.events,
             token_events=result.token_events,
             alerts=result.alerts,
             warnings=result.warnings,
             detail=result.detail or None,
+            request_id=result.request_id,
+            usage=result.usage,
+            cost=result.cost,
             **({"resume": result.resume.outcome, "resume_detail": result.resume.detail} if result.resume else {}),
         )
         for listener in self.result_listeners:

@@ -12,6 +12,15 @@ from .result import ProbeSpec
 from .sse import Event
 
 
+class Usage(NamedTuple):
+    """Token counts a stream reported; None where it did not say. Output counts every generated token, reasoning
+    (thinking) ones included: `reasoning_tokens` says how many of them were reasoning."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
 class Verdict(NamedTuple):
     """What one event means for the probe."""
 
@@ -19,9 +28,12 @@ class Verdict(NamedTuple):
     heartbeat: bool = False
     end: bool = False  # the stream ended properly
     error: str | None = None  # the stream ended with an error; the text says why
+    usage: Usage | None = None  # token counts the event carried (a later report replaces an earlier one's)
+    reasoning: bool = False  # a token of reasoning (thinking), not of the visible answer
 
 
 TOKEN = Verdict(token=True)
+REASONING = Verdict(token=True, reasoning=True)
 TOKEN_END = Verdict(token=True, end=True)
 HEARTBEAT = Verdict(heartbeat=True)
 END = Verdict(end=True)
@@ -43,6 +55,27 @@ def _json(data: str) -> Any:
         return None
 
 
+def _count(value: Any) -> int | None:
+    """A token count as the API sent it: an integer >= 0, else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def known_sum(*counts: int | None) -> int | None:
+    """The sum of the counts that are known; None when none is."""
+    known = [c for c in counts if c is not None]
+    return sum(known) if known else None
+
+
+def _openai_usage(usage: Any, input_key: str, output_key: str, details_key: str) -> Usage | None:
+    """OpenAI's usage object: chat says prompt/completion_tokens, the Responses API input/output_tokens; both count
+    reasoning tokens inside the output and say how many in the details."""
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get(details_key)
+    reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    return Usage(_count(usage.get(input_key)), _count(usage.get(output_key)), reasoning)
+
+
 def _error_text(error: Any) -> str:
     """A short text for an API error object (OpenAI, Anthropic and Gemini all nest `message`)."""
     if isinstance(error, dict):
@@ -61,6 +94,7 @@ class Dialect:
     path = ""  # the standard endpoint path, appended when the URL has none
     default_model = ""
     ends_on_eof = False  # a clean EOF is a proper end (generic dialect without a terminal marker)
+    output_cap = ""  # the body field that caps the answer's tokens; "" when the API has none
 
     def __init__(self, spec: ProbeSpec) -> None:
         self.spec = spec
@@ -74,6 +108,11 @@ class Dialect:
 
     def body(self) -> dict[str, Any] | None:
         return None
+
+    def max_output_tokens(self) -> int | None:
+        """The most tokens one run's answer can cost: the cap the dialect's own body sends (None: no cap is sent,
+        because the API has none or the body is the user's)."""
+        return self.spec.max_output_tokens if self.output_cap and self.spec.body is None else None
 
     def extra_headers(self) -> dict[str, str]:
         return {}
@@ -115,12 +154,14 @@ class OpenAIChat(Dialect):
     name = "openai-chat"
     path = "/v1/chat/completions"
     default_model = "gpt-4o-mini"
+    output_cap = "max_completion_tokens"
 
     def body(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "stream": True,
             "stream_options": {"include_usage": True},
+            "max_completion_tokens": self.spec.max_output_tokens,
             "messages": [{"role": "user", "content": self.spec.prompt}],
         }
 
@@ -135,14 +176,24 @@ class OpenAIChat(Dialect):
             return OTHER
         if obj.get("error"):
             return Verdict(error=_error_text(obj["error"]))
+        if obj.get("usage"):  # the usage chunk (include_usage); some servers send it on every chunk
+            usage = _openai_usage(obj["usage"], "prompt_tokens", "completion_tokens", "completion_tokens_details")
+            return self._tokens(obj)._replace(usage=usage)
+        return self._tokens(obj)
+
+    @staticmethod
+    def _tokens(obj: dict[str, Any]) -> Verdict:
+        verdict = OTHER
         for choice in obj.get("choices") or ():
             delta = choice.get("delta") or {} if isinstance(choice, dict) else {}
-            if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning") or delta.get("refusal"):
+            if delta.get("content") or delta.get("refusal"):
                 return TOKEN
             for call in delta.get("tool_calls") or ():
                 if isinstance(call, dict) and (call.get("function") or {}).get("arguments"):
                     return TOKEN
-        return OTHER
+            if delta.get("reasoning_content") or delta.get("reasoning"):
+                verdict = REASONING
+        return verdict
 
 
 class OpenAIResponses(Dialect):
@@ -158,24 +209,34 @@ class OpenAIResponses(Dialect):
             "response.function_call_arguments.delta",
         }
     )
+    REASONING_TYPES = frozenset({"response.reasoning_text.delta", "response.reasoning_summary_text.delta"})
     ERROR_TYPES = frozenset({"response.failed", "response.incomplete", "error"})
 
+    output_cap = "max_output_tokens"
+
     def body(self) -> dict[str, Any]:
-        return {"model": self.model, "stream": True, "input": self.spec.prompt}
+        return {"model": self.model, "stream": True, "max_output_tokens": self.spec.max_output_tokens,
+                "input": self.spec.prompt}
 
     def classify(self, event: Event) -> Verdict:
         kind = event.type
         if kind in self.TOKEN_TYPES:  # the hot path: no JSON parsing
-            return TOKEN
+            return REASONING if kind in self.REASONING_TYPES else TOKEN
         obj = _json(event.data)
         kind = self._event_type(event, obj)
         if kind in self.TOKEN_TYPES:
-            return TOKEN
+            return REASONING if kind in self.REASONING_TYPES else TOKEN
         if kind == "response.completed":
-            return END
-        if kind in self.ERROR_TYPES:
-            return Verdict(error=kind + ": " + self._error_detail(obj))
+            return Verdict(end=True, usage=self._usage(obj))
+        if kind in self.ERROR_TYPES:  # an incomplete or failed response may still have cost tokens
+            return Verdict(error=kind + ": " + self._error_detail(obj), usage=self._usage(obj))
         return OTHER
+
+    @staticmethod
+    def _usage(obj: Any) -> Usage | None:
+        response = obj.get("response") if isinstance(obj, dict) else None
+        usage = response.get("usage") if isinstance(response, dict) else None
+        return _openai_usage(usage, "input_tokens", "output_tokens", "output_tokens_details")
 
     @staticmethod
     def _error_detail(obj: Any) -> str:
@@ -194,11 +255,12 @@ class Anthropic(Dialect):
     path = "/v1/messages"
     default_model = "claude-3-5-haiku-latest"
     API_VERSION = "2023-06-01"
+    output_cap = "max_tokens"
 
     def body(self) -> dict[str, Any]:
         return {
             "model": self.model,
-            "max_tokens": 1024,
+            "max_tokens": self.spec.max_output_tokens,
             "stream": True,
             "messages": [{"role": "user", "content": self.spec.prompt}],
         }
@@ -209,11 +271,11 @@ class Anthropic(Dialect):
     def classify(self, event: Event) -> Verdict:
         kind = event.type
         if kind == "content_block_delta":
-            return TOKEN
+            return self._delta(event.data)
         if kind == "message":  # the `event:` field was lost on the way: fall back to the JSON type
             kind = self._event_type(event, _json(event.data))
             if kind == "content_block_delta":
-                return TOKEN
+                return self._delta(event.data)
         if kind == "message_stop":
             return END
         if kind == "ping":
@@ -221,7 +283,32 @@ class Anthropic(Dialect):
         if kind == "error":
             obj = _json(event.data)
             return Verdict(error=_error_text(obj.get("error", obj) if isinstance(obj, dict) else event.data))
+        if kind in ("message_start", "message_delta"):
+            return Verdict(usage=self._usage(_json(event.data)))
         return OTHER
+
+    @staticmethod
+    def _delta(data: str) -> Verdict:
+        """A token; of thinking when the delta is a thinking_delta or signature_delta. Only data that names one of
+        them is parsed (the hot path stays a substring search)."""
+        if "thinking_delta" not in data and "signature_delta" not in data:
+            return TOKEN
+        obj = _json(data)
+        delta = obj.get("delta") if isinstance(obj, dict) else None
+        kind = delta.get("type") if isinstance(delta, dict) else None
+        return REASONING if kind in ("thinking_delta", "signature_delta") else TOKEN
+
+    @staticmethod
+    def _usage(obj: Any) -> Usage | None:
+        """message_start carries the input tokens (and a first output count), message_delta the output so far.
+        Thinking tokens are counted in the output, not apart."""
+        if not isinstance(obj, dict):
+            return None
+        holder = obj.get("message") if obj.get("type") == "message_start" else obj
+        usage = holder.get("usage") if isinstance(holder, dict) else None
+        if not isinstance(usage, dict):
+            return None
+        return Usage(_count(usage.get("input_tokens")), _count(usage.get("output_tokens")))
 
 
 class Gemini(Dialect):
@@ -236,8 +323,11 @@ class Gemini(Dialect):
             query.append(("alt", "sse"))
         return urlunsplit(parts._replace(query=urlencode(query)))
 
+    output_cap = "generationConfig.maxOutputTokens"
+
     def body(self) -> dict[str, Any]:
-        return {"contents": [{"role": "user", "parts": [{"text": self.spec.prompt}]}]}
+        return {"contents": [{"role": "user", "parts": [{"text": self.spec.prompt}]}],
+                "generationConfig": {"maxOutputTokens": self.spec.max_output_tokens}}
 
     def classify(self, event: Event) -> Verdict:
         obj = _json(event.data)
@@ -245,14 +335,26 @@ class Gemini(Dialect):
             return OTHER
         if obj.get("error"):
             return Verdict(error=_error_text(obj["error"]))
-        token = end = False
+        text = thought = end = False
         for candidate in obj.get("candidates") or ():
             if not isinstance(candidate, dict):
                 continue
             parts = (candidate.get("content") or {}).get("parts") or ()
-            token = token or any(isinstance(p, dict) and p.get("text") for p in parts)
+            parts = [p for p in parts if isinstance(p, dict) and p.get("text")]
+            text = text or any(not p.get("thought") for p in parts)
+            thought = thought or any(p.get("thought") for p in parts)
             end = end or bool(candidate.get("finishReason"))
-        return Verdict(token=token, end=end)
+        return Verdict(token=text or thought, end=end, usage=self._usage(obj.get("usageMetadata")),
+                       reasoning=thought and not text)
+
+    @staticmethod
+    def _usage(usage: Any) -> Usage | None:
+        """usageMetadata: the answer's and the thoughts' tokens are counted apart; both are output."""
+        if not isinstance(usage, dict):
+            return None
+        thoughts = _count(usage.get("thoughtsTokenCount"))
+        output = known_sum(_count(usage.get("candidatesTokenCount")), thoughts)
+        return Usage(_count(usage.get("promptTokenCount")), output, thoughts)
 
 
 class Generic(Dialect):

@@ -70,6 +70,8 @@ def result_section(result: ProbeResult, *, proxy_idle_timeout: float | None = No
         f'<h2>Timeline</h2><div class="timeline-box">{timeline_svg(result, proxy_idle_timeout=proxy_idle_timeout, width=width)}</div>'
         '<p class="muted">times in seconds from the request; blue ticks above the axis: token events (taller, with a '
         "count: several in one read); purple ticks below: heartbeats/comments; grey: silences, yellow: the longest; "
+        "the band at the bottom: where the wait for the first token went (request to headers, the server's reported "
+        "part darker; headers to first event; first event to first token; thinking to the first text); "
         "hover for exact times.</p>"
         f"<h2>Response headers</h2>{_headers_table(result)}"
         f"<h2>Event trace</h2>{_trace_table(result)}"

@@ -19,12 +19,23 @@ from prometheus_client import (
     values,
 )
 from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .chaincheck import CHAIN_CHECKS
 from .history import OPERATIONS as STORAGE_OPERATIONS
-from .result import ALERTS, CLOCK_USER, PAGES, REASONS, RESUME_OUTCOMES, RESUME_RESUMED, WARNINGS, ProbeResult
+from .result import (
+    ALERTS,
+    CLOCK_USER,
+    PAGES,
+    REASONS,
+    RESUME_OUTCOMES,
+    RESUME_RESUMED,
+    USAGE_KINDS,
+    WARNINGS,
+    ProbeResult,
+)
 
 # 1.5 s is the seeds' p95 SLO and 2.0 s the alert threshold: both must be bucket bounds.
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -47,6 +58,7 @@ class Metrics:
         self._r: tuple[str, ...] = (region,) if region else ()
         t = ("target", "region") if region else ("target",)
         self.ttft = Histogram("sse_probe_ttft_seconds", "Time from request start to the first token event.", t, buckets=TTFT_BUCKETS, registry=registry)
+        self.first_text = Histogram("sse_probe_first_text_seconds", "Time from request start to the first token of the visible answer (after any reasoning/thinking tokens, which TTFT counts).", t, buckets=TTFT_BUCKETS, registry=registry)
         self.first_byte = Histogram("sse_probe_first_byte_seconds", "Time from request start to the first body byte.", t, buckets=TTFT_BUCKETS, registry=registry)
         self.gap = Histogram("sse_probe_inter_event_gap_seconds", "Gaps between consecutive token events.", t, buckets=GAP_BUCKETS, registry=registry)
         self.duration = Histogram("sse_probe_stream_duration_seconds", "Time from request start to the end of the stream.", t, buckets=DURATION_BUCKETS, registry=registry)
@@ -70,6 +82,13 @@ class Metrics:
         # no target label: the wait measures the monitor's capacity, not the target; the counter says who waited
         self.probe_wait = Histogram("sse_monitor_probe_wait_seconds", "Time from a run being due to its slot under scheduler.max_concurrent; 0 when one was free.", buckets=WAIT_BUCKETS, registry=registry)
         self._resume_targets: set[str] = set()
+        # what the server reported of its own time (timing headers): a series per name the target's last run sent
+        self.server_timing = Gauge("sse_probe_server_timing_seconds", "What the server reported of its own time in the last run's response headers (openai-processing-ms, Server-Timing, x-litellm-*, x-envoy-upstream-service-time, TGI's x-*-time), by header name.", (*t, "name"), registry=registry)
+        self._timing_names: dict[str, set[str]] = {}
+        # what probing costs: the tokens the streams reported, and their price where the target has one (price:)
+        self.tokens = Counter("sse_probe_tokens", "Tokens the probe's streams reported using, by kind: input, output (reasoning included), reasoning.", (*t, "kind"), registry=registry)
+        self.cost = Counter("sse_probe_cost", "What the reported tokens cost at the target's configured price, in the currency's units.", (*t, "currency"), registry=registry)
+        self._currencies: dict[str, set[str]] = {}
         self.user_clock = Counter("sse_monitor_probes_user_clock", "Finished probes timed at least partly on the process's clock, without kernel receive timestamps.", t, registry=registry)
         self.reload_ok = Gauge("sse_monitor_config_last_reload_successful", "1 if the last configuration (re)load succeeded.", registry=registry)
         self.reload_time = Gauge("sse_monitor_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully.", registry=registry)
@@ -106,7 +125,7 @@ class Metrics:
     def add_target(self, name: str, interval: float, ttft_threshold: float, proxy_idle_timeout: float,
                    resume: bool = False) -> None:
         """Create every series of a new target at zero, so rules and dashboards see it before its first run."""
-        for histogram in (self.ttft, self.first_byte, self.gap, self.duration):
+        for histogram in (self.ttft, self.first_text, self.first_byte, self.gap, self.duration):
             histogram.labels(name, *self._r)
         for outcome, reason in OUTCOME_REASONS:
             self.runs.labels(name, *self._r, outcome, reason)
@@ -118,6 +137,8 @@ class Metrics:
         self.lagged_probes.labels(name, *self._r)
         self.probe_waits.labels(name, *self._r)
         self.user_clock.labels(name, *self._r)
+        for kind in USAGE_KINDS:
+            self.tokens.labels(name, *self._r, kind)
         self.configure_target(name, interval, ttft_threshold, proxy_idle_timeout, resume)
         # success, last run, last TTFT and max silence have no honest value before the first run: no series yet
 
@@ -144,7 +165,7 @@ class Metrics:
 
     def remove_target(self, name: str) -> None:
 
-        single = (self.ttft, self.first_byte, self.gap, self.duration, self.success, self.last_run, self.last_ttft,
+        single = (self.ttft, self.first_text, self.first_byte, self.gap, self.duration, self.success, self.last_run, self.last_ttft,
                   self.max_silence, self.threshold, self.interval, self.proxy_idle, self.skipped, self.lagged_probes,
                   self.probe_waits, self.user_clock)
         for metric in single:
@@ -156,6 +177,11 @@ class Metrics:
         for alertname in ALERTS:
             _remove(self.alert, name, *self._r, alertname)
         self._remove_resume(name)
+        self._set_server_timing(name, {})
+        for kind in USAGE_KINDS:
+            _remove(self.tokens, name, *self._r, kind)
+        for currency in self._currencies.pop(name, ()):
+            _remove(self.cost, name, *self._r, currency)
 
     # -- chain checks -----------------------------------------------------------------------------------------------
 
@@ -207,17 +233,20 @@ class Metrics:
 
     # -- results --------------------------------------------------------------------------------------------------
 
-    def observe(self, target: str, result: ProbeResult) -> None:
-        """Record one finished probe."""
-
+    def observe(self, target: str, result: ProbeResult, run: int | None = None) -> None:
+        """Record one finished probe. With its `run` number (the history's), the TTFT, first-text and duration
+        observations carry an exemplar naming it (shown in the OpenMetrics exposition only)."""
+        exemplar = {"target": target, "run": str(run)} if run is not None else None
         if result.ttft_seconds is not None:
-            self.ttft.labels(target, *self._r).observe(result.ttft_seconds)
+            self.ttft.labels(target, *self._r).observe(result.ttft_seconds, exemplar)
+        if result.first_text_seconds is not None:
+            self.first_text.labels(target, *self._r).observe(result.first_text_seconds, exemplar)
         if result.first_byte_seconds is not None:
             self.first_byte.labels(target, *self._r).observe(result.first_byte_seconds)
         gap = self.gap.labels(target, *self._r)
         for value in result.token_gaps():
             gap.observe(value)
-        self.duration.labels(target, *self._r).observe(result.duration_seconds)
+        self.duration.labels(target, *self._r).observe(result.duration_seconds, exemplar)
         self.runs.labels(target, *self._r, result.outcome, result.reason).inc()
         if result.clock == CLOCK_USER:
             self.user_clock.labels(target, *self._r).inc()
@@ -229,6 +258,8 @@ class Metrics:
             self.warning.labels(target, *self._r, warning).set(1 if warning in result.warnings else 0)
         for alertname in ALERTS:
             self.alert.labels(target, *self._r, alertname).set(1 if alertname in result.alerts else 0)
+        self._set_server_timing(target, result.server_timing)
+        self._count_usage(target, result)
         resume = result.resume
         if resume is not None and target in self._resume_targets:
             if resume.outcome is None:
@@ -236,6 +267,29 @@ class Metrics:
             else:
                 self.resume_runs.labels(target, *self._r, resume.outcome).inc()
                 self.resume_ok.labels(target, *self._r).set(1 if resume.outcome == RESUME_RESUMED else 0)
+
+    def _count_usage(self, target: str, result: ProbeResult) -> None:
+        """The run's reported tokens and their cost. A currency's series starts with the first priced run (the
+        configuration's prices are not known here)."""
+        for kind in USAGE_KINDS:
+            count = result.usage.get(f"{kind}_tokens") if result.usage else None
+            if count:
+                self.tokens.labels(target, *self._r, kind).inc(count)
+        if result.cost is not None:
+            currency = result.cost["currency"]
+            self._currencies.setdefault(target, set()).add(currency)
+            self.cost.labels(target, *self._r, currency).inc(result.cost["amount"])
+
+    def _set_server_timing(self, target: str, timing: dict[str, float]) -> None:
+        """The last run's server-reported timings; a name the last run did not send loses its series."""
+        for name in self._timing_names.get(target, set()) - timing.keys():
+            _remove(self.server_timing, target, *self._r, name)
+        for name, seconds in timing.items():
+            self.server_timing.labels(target, *self._r, name).set(seconds)
+        if timing:
+            self._timing_names[target] = set(timing)
+        else:
+            self._timing_names.pop(target, None)
 
 
 def _remove(metric, *labels: str) -> None:
@@ -246,6 +300,112 @@ def _remove(metric, *labels: str) -> None:
 
 
 # -- the /metrics body -------------------------------------------------------------------------------------------------
+
+
+def render_openmetrics(registry: CollectorRegistry) -> bytes:
+    """The registry in the OpenMetrics text format, exemplars included, for scrapers that ask for it (Prometheus does
+    by default): `openmetrics.exposition.generate_latest(registry)`, byte for byte, written as render() writes the
+    text format (the same cached series texts; created lines inline, a bucket's exemplar after its value)."""
+    try:
+        with registry._lock:
+            collectors = list(registry._collector_to_names)
+            target_info = registry._target_info
+    except AttributeError:  # pragma: no cover - another prometheus_client layout: its own renderer
+        return openmetrics_latest(registry)
+    if target_info:
+        return openmetrics_latest(registry)
+    out: list[str] = []
+    with_created = prometheus_metrics._use_created
+    for collector in collectors:
+        try:
+            lines = _family_openmetrics(collector, with_created)
+        except (AttributeError, TypeError, KeyError):  # another prometheus_client's internals: its own renderer
+            lines = None
+        out.append(lines if lines is not None else _openmetrics_body(_OneCollector(collector)))
+    out.append(_EOF)
+    return "".join(out).encode("utf-8")
+
+
+_EOF = "# EOF\n"
+
+
+def _openmetrics_body(collector: typing.Any) -> str:
+    """prometheus_client's OpenMetrics text of one collector, without the closing # EOF."""
+    return openmetrics_latest(collector).decode("utf-8").removesuffix(_EOF)
+
+
+def _family_openmetrics(metric: typing.Any, with_created: bool) -> str | None:
+    """The OpenMetrics exposition of one labelled Counter, Gauge or Histogram; None for anything else (and for a
+    counter with exemplars, which this project never gives one)."""
+    kind = type(metric)
+    if kind not in (Counter, Gauge, Histogram) or not metric._is_parent():
+        return None
+    if not _LEGACY_METRIC_NAME.fullmatch(metric._name) or not all(
+            _LEGACY_LABEL_NAME.fullmatch(n) for n in metric._labelnames):
+        return None
+    if values.ValueClass is not values.MutexValue:  # pragma: no cover - multiprocess mode
+        return None
+    with metric._lock:
+        children = metric._metrics.copy()
+    kids = list(children.values())
+    if kind is Gauge and any(child._child_samples.__func__ is not _GAUGE_SAMPLES for child in kids):
+        return None
+    if kind is Counter and any(child._value._exemplar is not None for child in kids):
+        return None
+    family = _family(metric, children)
+    created = with_created and kind is not Gauge
+    if created:
+        _check_created(metric, family, kids)
+    text = _FloatText()
+    lines = [_om_header(metric)]
+    for i, (series, child) in enumerate(zip(family.series, kids, strict=True)):
+        if not i % YIELD_CHECK:
+            _offer_gil()
+        if kind is Histogram:
+            lines.append(_om_histogram_text(series, child, text))
+        else:
+            value = child._value._value
+            lines.append(series[1] + ("-0.0\n" if value == 0 and math.copysign(1.0, value) < 0 else text(value)))
+        if created:
+            lines.append(series[-1])
+    return "".join(lines)
+
+
+def _om_histogram_text(series: tuple, child: typing.Any, text: _FloatText) -> str:
+    _, buckets, count_prefix, sum_prefix, _ = series
+    lines = []
+    acc = 0.0
+    for prefix, bucket in zip(buckets, child._buckets, strict=True):
+        acc += bucket._value
+        exemplar = bucket._exemplar
+        lines.append(prefix + (text(acc) if exemplar is None else text(acc)[:-1] + _exemplar_text(exemplar) + "\n"))
+    lines.append(count_prefix + text(acc))
+    if sum_prefix is not None:
+        lines.append(sum_prefix + text(child._sum._value))
+    return "".join(lines)
+
+
+def _exemplar_text(exemplar: typing.Any) -> str:
+    """` # {labels} value [timestamp]`, as openmetrics.exposition writes an exemplar."""
+    labels = ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in sorted(exemplar.labels.items()))
+    stamp = "" if exemplar.timestamp is None else f" {exemplar.timestamp}"
+    return f" # {{{labels}}} {floatToGoString(exemplar.value)}{stamp}"
+
+
+_OM_HEADERS: weakref.WeakKeyDictionary[typing.Any, str] = weakref.WeakKeyDictionary()
+
+
+def _om_header(metric: typing.Any) -> str:
+    """The family's # HELP and # TYPE lines as openmetrics.exposition writes them."""
+    header = _OM_HEADERS.get(metric)
+    if header is None:
+
+        class Empty:
+            def collect(self) -> list[typing.Any]:
+                return [metric._get_metric()]
+
+        header = _OM_HEADERS[metric] = _openmetrics_body(Empty())
+    return header
 
 
 def render(registry: CollectorRegistry) -> bytes:

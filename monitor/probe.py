@@ -18,7 +18,7 @@ try:  # what httpcore's pool loads (anyio's asyncio backend, for its locks) must
 except ImportError:  # pragma: no cover - only a warm-up
     pass
 
-from .dialects import Dialect, Request, make_dialect
+from .dialects import Dialect, Request, Usage, known_sum, make_dialect
 from . import network
 from .network import http_transport
 from .redact import redact_url, scrub, secret_values
@@ -36,6 +36,7 @@ from .result import (
     RESUME_RESTARTED,
     RESUME_RESUMED,
     STREAMING_HEADERS,
+    USAGE_KINDS,
     WARNING_BUFFERING,
     WARNING_CONTENT_ENCODING,
     WARNING_CONTENT_LENGTH,
@@ -49,6 +50,7 @@ from .result import (
     ResumeSpec,
     alert_conditions,
 )
+from .server_timing import SERVER_TIMING, read_server_report
 from .sse import Comment, EventTooLarge, SSEDecoder
 
 MAX_TOKEN_TIMES = 100_000  # token arrival times kept per probe (gaps beyond this are still folded into max_gap)
@@ -118,6 +120,7 @@ class StreamRecorder:
         self.got_headers = False  # this part's response headers arrived
         self._part_items = 0  # events and comments of this part
         self._ids: set[str] = set()  # event ids seen before the drop
+        self._usage: list[Usage] = []  # per part (the reconnect is a request of its own): what the stream reported
         self._throttled = False  # an earlier part's connection was throttled
         self._unstamped = False  # an earlier part's connection had no kernel stamps
 
@@ -205,6 +208,7 @@ class StreamRecorder:
         if self.part == 1:
             r.headers_seconds = now
             r.response_headers = {k: headers[k] for k in STREAMING_HEADERS if k in headers}
+            self._server_report(headers, now)
         else:
             self.resume.status_code = response.status_code
             if not 200 <= response.status_code < 300:
@@ -272,6 +276,7 @@ class StreamRecorder:
         r, spec = self.result, self.spec
         if self.resume is not None:
             self._finish_resume()
+        self._finish_usage()
         if r.outcome == COMPLETED:
             if spec.min_duration is not None and r.duration_seconds < spec.min_duration:
                 r.outcome, r.reason = ENDED_EARLY, "too_short"
@@ -295,6 +300,13 @@ class StreamRecorder:
     def _warn(self, warning: str) -> None:
         if warning not in self.result.warnings:  # a reconnect's response may repeat the first one's
             self.result.warnings.append(warning)
+
+    def _server_report(self, headers: httpx.Headers, now: float) -> None:
+        """The server's timing headers and request id; a malformed one is ignored, with a warning in the trace."""
+        report = read_server_report(headers, headers.get_list(SERVER_TIMING))
+        self.result.server_timing, self.result.request_id = report.timing, report.request_id
+        for ignored in report.ignored:
+            self._trace(now, "warning", "server_timing", None, f"ignored {ignored}")
 
     def _finish_resume(self) -> None:
         """The resumption check's outcome, once the probe has ended."""
@@ -355,8 +367,12 @@ class StreamRecorder:
         resume = self.resume
         if resume is not None and item.id:  # the stream's last event id (it persists over events without an id:)
             self._on_id(item.id)
+        if verdict.usage is not None:
+            self._on_usage(verdict.usage)
         if verdict.token:
             self._on_token(now)
+            if not verdict.reasoning and r.first_text_seconds is None:
+                r.first_text_seconds = now
         if verdict.error is not None:
             self.conclude(ENDED_EARLY, "error_event", f"error event: {verdict.error}", now)
             return True
@@ -367,6 +383,23 @@ class StreamRecorder:
                 and r.token_events == self.spec.resume.after_events:
             return self._drop_point(item.id)
         return False
+
+    def _on_usage(self, usage: Usage) -> None:
+        """A later report of this part's counts replaces each count it gives (the APIs send running totals)."""
+        while len(self._usage) < self.part:
+            self._usage.append(Usage())
+        known = self._usage[self.part - 1]
+        self._usage[self.part - 1] = Usage(*(new if new is not None else old for new, old in zip(usage, known)))
+
+    def _finish_usage(self) -> None:
+        """The run's token counts, the reconnect's added to the first request's, and their cost."""
+        if not self._usage:
+            return
+        r = self.result
+        r.usage = {key: known_sum(*(getattr(u, key) for u in self._usage))
+                   for key in (f"{kind}_tokens" for kind in USAGE_KINDS)}
+        if self.spec.price is not None:
+            r.cost = self.spec.price.cost(r.usage)
 
     def _on_id(self, event_id: str) -> None:
         resume = self.resume

@@ -97,6 +97,10 @@ DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 # leave room for several times that, and stop an endless or flooding stream before it costs the monitor much.
 DEFAULT_MAX_STREAM_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_EVENTS = 200_000
+# The answer's token cap sent in every LLM dialect's own body: the default prompt's answer (300 numbers) needs ~600-900
+# tokens; a runaway model cannot make a probe cost more than this many output tokens.
+DEFAULT_MAX_OUTPUT_TOKENS = 1024
+USAGE_KINDS = ("input", "output", "reasoning")  # ProbeResult.usage's keys are KIND_tokens
 
 # Response headers that matter for streaming; only these are reported.
 STREAMING_HEADERS = (
@@ -121,6 +125,23 @@ class ResumeSpec:
     after_events: int
     header: bool = True
     query_param: str | None = None
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a million tokens cost, input and output (reasoning tokens are output), in `currency`."""
+
+    input_per_million: float
+    output_per_million: float
+    currency: str = "USD"
+
+    def cost(self, usage: dict[str, int | None] | None) -> dict[str, Any] | None:
+        """{"amount", "currency"} of the tokens a run reported; None when it reported none."""
+        if usage is None or (usage["input_tokens"] is None and usage["output_tokens"] is None):
+            return None
+        amount = ((usage["input_tokens"] or 0) * self.input_per_million
+                  + (usage["output_tokens"] or 0) * self.output_per_million) / 1_000_000
+        return {"amount": amount, "currency": self.currency}
 
 
 @dataclass(frozen=True)
@@ -150,6 +171,8 @@ class ProbeSpec:
     verify_tls: bool = True
     trace: bool = False
     resume: ResumeSpec | None = None  # the resumption check; None: the stream is read once, to its end
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS  # the answer's token cap in the dialect's own body
+    price: Price | None = None  # what tokens cost: gives the result a cost
 
 
 @dataclass
@@ -186,7 +209,8 @@ class ProbeResult:
     headers_seconds: float | None = None
     first_byte_seconds: float | None = None
     first_event_seconds: float | None = None
-    ttft_seconds: float | None = None
+    ttft_seconds: float | None = None  # the first token event, reasoning (thinking) included
+    first_text_seconds: float | None = None  # the first token of the visible answer; TTFT for a model that doesn't think
     duration_seconds: float = 0.0
     events: int = 0  # dispatched events, of every kind
     token_events: int = 0
@@ -200,6 +224,13 @@ class ProbeResult:
     alerts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     response_headers: dict[str, str] = field(default_factory=dict)
+    # what the server reported of its own time (timing headers, see server_timing.py): name -> seconds
+    server_timing: dict[str, float] = field(default_factory=dict)
+    request_id: str | None = None  # the id the server gave the request (x-request-id, request-id, ...): for tickets
+    # token counts the stream reported ({"input_tokens", "output_tokens", "reasoning_tokens"}, None where it did not
+    # say); None when it reported none
+    usage: dict[str, int | None] | None = None
+    cost: dict[str, Any] | None = None  # {"amount", "currency"} of the usage at the spec's price; None without either
     # arrival time of each token event (bounded; see probe.MAX_TOKEN_TIMES); gaps are derived from it
     token_times: array = field(default_factory=lambda: array("d"), repr=False)
     # arrival time of each comment line (heartbeats), bounded like token_times

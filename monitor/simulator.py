@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import struct
 import sys
@@ -38,6 +39,8 @@ DIALECT_PATHS: dict[str, str] = {
 DEFAULT_MODEL = "sim-1"
 EVENT_STREAM = "text/event-stream; charset=utf-8"
 PROMPT_TOKENS = 10  # what the usage blocks claim for the prompt
+HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+REQUEST_IDS = itertools.count(1)  # the request ids sent with server_timing
 PIECE = 64 * 1024  # bodies of hostile modes go out in pieces of this size
 LINE_ENDINGS = {"lf": "\n", "crlf": "\r\n", "cr": "\r"}
 RESUME_FAULTS = ("none", "refuse", "restart", "gap", "duplicate", "noids")  # what a resumed stream does wrong
@@ -106,6 +109,19 @@ def _header_value(raw: str) -> str:
     return raw
 
 
+def _header_map(raw: str) -> tuple[tuple[str, str], ...]:
+    try:
+        headers = json.loads(raw)
+    except ValueError:
+        headers = None
+    if not isinstance(headers, dict) or not all(
+            HEADER_NAME.fullmatch(k) and isinstance(v, str) and v.isascii() and v.isprintable()
+            for k, v in headers.items()):
+        raise ValueError("expected a JSON object of header names to printable ASCII values, "
+                         'e.g. {"x-queue-time": "12"}')
+    return tuple(headers.items())
+
+
 def _param(default: Any, parse: Callable[[str], Any]) -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse})
 
@@ -138,6 +154,10 @@ class Params:
     tag: str | None = _param(None, _header_value)  # an opaque label for the truth log (--truth-log); nothing else
     ids: bool = _param(False, _flag)  # token events carry `id: <i>` (always on a resumed request, see resume_point)
     resume_fault: str = _param("none", _resume_fault)  # what a resumed request gets (see first_event)
+    # the format's own timing headers (headers_delay as the server's processing time) and a request id
+    server_timing: bool = _param(False, _flag)
+    thinking: int = _param(0, _count)  # the first this many tokens are reasoning (thinking), not the visible answer
+    response_headers: tuple[tuple[str, str], ...] = _param((), _header_map)  # extra headers, as a JSON object
 
 
 class BadParam(ValueError):
@@ -355,9 +375,26 @@ class Format:
         self.model = model
         self.body = body
         self.created = int(time.time())
+        self.thinking = 0  # tokens of reasoning before the visible answer (Params.thinking)
+
+    def thought(self, i: int) -> bool:
+        """Token i is reasoning, not answer."""
+        return i <= self.thinking
+
+    def thoughts(self, n: int) -> int:
+        """Of n tokens sent, how many were reasoning."""
+        return min(n, self.thinking)
 
     def preamble(self, n: int) -> list[Event]:
         return []
+
+    def output_cap(self) -> Any:
+        """The request's cap on the answer's tokens, as this API names it (None: none)."""
+        return None
+
+    def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
+        """What this API's servers say of their own time (`ms` before the headers) and of the request."""
+        return {"server-timing": f"app;dur={ms}", "x-request-id": request_id}
 
     def token(self, i: int) -> list[Event]:
         raise NotImplementedError
@@ -375,6 +412,10 @@ class Format:
         raise NotImplementedError
 
 
+def _openai_timing(ms: int, request_id: str) -> dict[str, str]:
+    return {"openai-processing-ms": str(ms), "x-request-id": request_id}
+
+
 def _openai_error(status: int, message: str) -> dict[str, Any]:
     kind = "server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error"
     code = "rate_limit_exceeded" if status == 429 else None
@@ -389,14 +430,24 @@ class OpenAIChat(Format):
     def _envelope(self) -> dict[str, Any]:
         return {"id": "chatcmpl-sim", "object": "chat.completion.chunk", "created": self.created, "model": self.model}
 
-    def _usage(self, n: int) -> dict[str, int]:
-        return {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+    def _usage(self, n: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": n,
+                                 "total_tokens": PROMPT_TOKENS + n}
+        if self.thinking:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.thoughts(n)}
+        return usage
 
     def preamble(self, n: int) -> list[Event]:
         return [(None, self._chunk({"role": "assistant", "content": ""}))]
 
+    def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
+        return _openai_timing(ms, request_id)
+
+    def output_cap(self) -> Any:
+        return self.body.get("max_completion_tokens", self.body.get("max_tokens"))
+
     def token(self, i: int) -> list[Event]:
-        return [(None, self._chunk({"content": f"{i}\n"}))]
+        return [(None, self._chunk({"reasoning_content" if self.thought(i) else "content": f"{i}\n"}))]
 
     def end(self, n: int) -> list[Event]:
         events: list[Event] = [(None, self._chunk({}, "stop"))]
@@ -438,8 +489,17 @@ class OpenAIResponses(Format):
     def _part(self, n: int) -> dict[str, Any]:
         return {"type": "output_text", "text": _text_of(n), "annotations": []}
 
-    def _usage(self, n: int) -> dict[str, int]:
-        return {"input_tokens": PROMPT_TOKENS, "output_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+    def _usage(self, n: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {"input_tokens": PROMPT_TOKENS, "output_tokens": n, "total_tokens": PROMPT_TOKENS + n}
+        if self.thinking:
+            usage["output_tokens_details"] = {"reasoning_tokens": self.thoughts(n)}
+        return usage
+
+    def output_cap(self) -> Any:
+        return self.body.get("max_output_tokens")
+
+    def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
+        return _openai_timing(ms, request_id)
 
     def preamble(self, n: int) -> list[Event]:
         return [
@@ -450,6 +510,9 @@ class OpenAIResponses(Format):
         ]
 
     def token(self, i: int) -> list[Event]:
+        if self.thought(i):
+            where = {"item_id": "rs_sim", "output_index": 0, "summary_index": 0}
+            return [self._event("response.reasoning_summary_text.delta", **where, delta=f"{i}\n")]
         return [self._event("response.output_text.delta", **self.WHERE, delta=f"{i}\n")]
 
     def end(self, n: int) -> list[Event]:
@@ -483,6 +546,7 @@ ANTHROPIC_ERRORS = {
 
 
 TEXT_BLOCK = {"type": "text", "text": ""}
+THINKING_BLOCK = {"type": "thinking", "thinking": ""}
 
 
 class Anthropic(Format):
@@ -494,18 +558,39 @@ class Anthropic(Format):
     def preamble(self, n: int) -> list[Event]:
         return [
             ("message_start", {"type": "message_start", "message": self._message([], None, 1)}),
-            ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": TEXT_BLOCK}),
+            self._block_start(0, THINKING_BLOCK if self.thinking else TEXT_BLOCK),
             ("ping", {"type": "ping"}),
         ]
 
+    def _block_start(self, index: int, block: dict[str, Any]) -> Event:
+        return ("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+
+    def _block(self, i: int) -> int:
+        """The content block of token i: with thinking, the thinking block is 0 and the text block 1."""
+        return 1 if self.thinking and not self.thought(i) else 0
+
+    def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
+        return {"x-envoy-upstream-service-time": str(ms), "request-id": request_id}
+
+    def output_cap(self) -> Any:
+        return self.body.get("max_tokens")
+
     def token(self, i: int) -> list[Event]:
-        delta = {"type": "text_delta", "text": f"{i}\n"}
-        return [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})]
+        if self.thought(i):
+            delta = {"type": "thinking_delta", "thinking": f"{i}\n"}
+        else:
+            delta = {"type": "text_delta", "text": f"{i}\n"}
+        events: list[Event] = []
+        if self.thinking and i == self.thinking + 1:  # the answer begins: the thinking block ends
+            events = [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                      self._block_start(1, TEXT_BLOCK)]
+        index = self._block(i)
+        return [*events, ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})]
 
     def end(self, n: int) -> list[Event]:
         delta = {"stop_reason": "end_turn", "stop_sequence": None}
         return [
-            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("content_block_stop", {"type": "content_block_stop", "index": self._block(n)}),
             ("message_delta", {"type": "message_delta", "delta": delta, "usage": {"output_tokens": n}}),
             ("message_stop", {"type": "message_stop"}),
         ]
@@ -534,16 +619,28 @@ GEMINI_STATUSES = {
 
 
 class Gemini(Format):
-    def _chunk(self, text: str, n: int | None = None) -> dict[str, Any]:
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+    def _chunk(self, text: str, n: int | None = None, thought: bool = False) -> dict[str, Any]:
+        part: dict[str, Any] = {"text": text, "thought": True} if thought else {"text": text}
+        candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}}
         if n is None:
             return {"candidates": [{**candidate, "index": 0}], "modelVersion": self.model}
-        usage = {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": n, "totalTokenCount": PROMPT_TOKENS + n}
+        thoughts = self.thoughts(n)
+        usage = {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": n - thoughts,
+                 "totalTokenCount": PROMPT_TOKENS + n}
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
         candidate = {**candidate, "finishReason": "STOP", "index": 0}
         return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": self.model}
 
+    def timing_headers(self, ms: int, request_id: str) -> dict[str, str]:
+        return {"server-timing": f"gfet4t7; dur={ms}", "x-goog-request-id": request_id}
+
+    def output_cap(self) -> Any:
+        config = self.body.get("generationConfig")
+        return config.get("maxOutputTokens") if isinstance(config, dict) else None
+
     def token(self, i: int) -> list[Event]:
-        return [(None, self._chunk(f"{i}\n"))]
+        return [(None, self._chunk(f"{i}\n", thought=self.thought(i)))]
 
     def end(self, n: int) -> list[Event]:
         return [(None, self._chunk("", n))]
@@ -731,6 +828,9 @@ async def respond(p: Params, fmt: Format, t0: float, truth: Truth | None = None,
     if start is None:
         return JSONResponse(fmt.error_body(409, "resumption refused (resume_fault=refuse)"), status_code=409)
     headers = {"cache-control": "no-cache", "content-type": p.content_type or EVENT_STREAM}
+    if p.server_timing:
+        headers.update(fmt.timing_headers(round(p.headers_delay * 1000), f"req_sim_{next(REQUEST_IDS)}"))
+    headers.update(p.response_headers)
     if p.x_accel_buffering is not None:
         headers["x-accel-buffering"] = p.x_accel_buffering
     if p.garbage:
@@ -772,6 +872,8 @@ def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None) -> 
                 _unstreamed(truth_log.request(request.url.path, request.query_params.get("tag"), received, entered),
                             response)
             return response
+        p = _capped(p, fmt.output_cap())
+        fmt.thinking = p.thinking
         if last is not None or p.resume_fault == "noids":  # a resumed stream carries ids, unless they are the fault
             p = dataclasses.replace(p, ids=p.resume_fault != "noids")
         await asyncio.sleep(p.headers_delay)
@@ -782,6 +884,14 @@ def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None) -> 
         return response
 
     return endpoint
+
+
+def _capped(p: Params, cap: Any) -> Params:
+    """A stream of `tokens` tokens stops at the request's output cap, as a model's answer does (an endless one
+    does not: it is a hostile mode)."""
+    if isinstance(cap, int) and not isinstance(cap, bool) and 0 <= cap < p.tokens and not p.endless:
+        return dataclasses.replace(p, tokens=cap)
+    return p
 
 
 def _unstreamed(truth: Truth, response: Response) -> None:

@@ -5,6 +5,8 @@ escaped. Used by `sse-monitor probe --html` and by the daemon's pages.
   first event and TTFT (with the threshold), a tick per token event and per heartbeat/comment (aggregated per pixel
   column on long streams), silences shaded (the longest highlighted, against the proxy idle budget when given),
   bursts (several events in one read) as taller ticks with a count, and the end marked by how it ended.
+  Below it, the TTFT breakdown (breakdown.py): a band of segments from the request to the first token (and on to the
+  first visible text), the server's reported part darker.
 - `sparkline_svg(values)`: a TTFT sparkline over runs, with the threshold line; None (no token) is a gap and a marker.
 - `outcome_strip_svg(outcomes)`: one cell per run coloured by outcome.
 
@@ -19,6 +21,7 @@ import html
 import math
 from collections.abc import Sequence
 
+from .breakdown import describe, ttft_breakdown
 from .result import COMPLETED, ENDED_EARLY, FAILED, ProbeResult
 
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -89,7 +92,7 @@ def timeline_svg(result: ProbeResult, *, proxy_idle_timeout: float | None = None
     """One probe on a time axis, as an inline <svg> element (see the module's docstring)."""
     r = result
     width = max(int(width), 200)
-    height = 150
+    height = 182  # the stream above the axis, the TTFT breakdown band below its labels
     x0, x1 = 12.0, width - 12.0
     axis_y = 96.0
     tokens = list(r.token_times)
@@ -224,6 +227,7 @@ def timeline_svg(result: ProbeResult, *, proxy_idle_timeout: float | None = None
         f'<circle cx="{_n(ex)}" cy="{_n(axis_y)}" r="5" fill="{colour}"/>'
         f'<text x="{_n(ex - 4)}" y="{_n(axis_y + 48)}" text-anchor="end" fill="{colour}" font-weight="600">'
         f"{esc(symbol)} {esc(label)} at {esc(_s(end))}</text></g>")
+    _breakdown_band(r, x_of, add, axis_y + 58)
     # -- token ticks (above the axis) and comment ticks (below), one per pixel column --
     def ticks(times: list[float], cls: str, noun: str, colour: str, up: bool) -> None:
         add(f'<g class="{cls}s">')
@@ -254,6 +258,40 @@ def timeline_svg(result: ProbeResult, *, proxy_idle_timeout: float | None = None
 
     add("</svg>")
     return "".join(out)
+
+
+BREAKDOWN_COLOURS = {
+    "request_to_headers": "#9fb8e8",
+    "headers_to_first_event": "#c9b3e6",
+    "first_event_to_first_token": "#8fd1c9",
+    "first_token_to_first_text": "#f2c38b",
+}
+SERVER_COLOUR = "#3d6fb8"
+
+
+def _breakdown_band(r: ProbeResult, x_of, add, y: float) -> None:
+    """The TTFT breakdown as a band of segments on the time axis (the server's reported part hatched darker, drawn
+    ending at the headers); connect and TLS, before time zero, and every unknown part named in the band's label."""
+    parts = ttft_breakdown(r)
+    said = "; ".join(f"{p.label} {describe(p)}" for p in parts)
+    add(f'<g class="breakdown"><title>{esc("where the wait went: " + said)}</title>')
+    for p in parts:
+        if p.start is None or p.end is None:
+            continue
+        x, w = x_of(p.start), max(x_of(p.end) - x_of(p.start), 1.0)
+        add(f'<rect class="part" data-part="{p.name}" data-start="{p.start:.6f}" data-seconds="{p.seconds:.6f}" '
+            f'x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="8" fill="{BREAKDOWN_COLOURS[p.name]}">'
+            f"<title>{esc(f'{p.label}: {describe(p)}')}</title></rect>")
+        if p.server_seconds is not None:
+            sx = max(x_of(p.end - p.server_seconds), x)
+            add(f'<rect class="part server" data-part="server" data-seconds="{p.server_seconds:.6f}" x="{_n(sx)}" '
+                f'y="{_n(y + 2)}" width="{_n(max(x + w - sx, 1.0))}" height="4" fill="{SERVER_COLOUR}">'
+                f"<title>{esc(f'the server says it spent {_s(p.server_seconds)} ({p.server_header})')}</title></rect>")
+    before = "before the request: " + ", ".join(f"{p.label} {describe(p)}" for p in parts[:2])
+    unknown = [p.label for p in parts[2:] if p.seconds is None]
+    label = before + (f" · unknown: {', '.join(unknown)}" if unknown else "")
+    add(f'<text class="breakdown-label" x="12" y="{_n(y + 22)}" fill="{MARK_COLOUR}" font-size="10">{esc(label)}</text>')
+    add("</g>")
 
 
 def sparkline_svg(values: Sequence[float | None], *, threshold: float | None = None, width: int = 160, height: int = 28) -> str:

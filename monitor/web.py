@@ -11,13 +11,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .metrics import render
-from .report import summary
+from .metrics import render, render_openmetrics
+from .report import money, summary
 from .result import ProbeResult
 from .history import Run, RunSummary
 from .timeline import mini_outcome_strip_svg, mini_sparkline_svg, timeline_svg
@@ -68,6 +69,23 @@ def _firing(result: ProbeResult, pushed: Sequence[str]) -> str:
     return ", ".join(f"<span class='bad{' now' if n in pushed else ''}'>{html.escape(n)}</span>" for n in names)
 
 
+def _spend_per_day(r: ProbeResult, interval: float) -> str:
+    """Tokens and cost a day at the target's interval, at the last run's usage; '-' when it reported none."""
+    if r.usage is None:
+        return "-"
+    per_day = 86400.0 / interval
+    text = f"{((r.usage['input_tokens'] or 0) + (r.usage['output_tokens'] or 0)) * per_day:,.0f} tokens"
+    if r.cost is not None:
+        text += f", {money(r.cost['amount'] * per_day)} {html.escape(r.cost['currency'])}"
+    return text
+
+
+def _wants_openmetrics(accept: str) -> bool:
+    """The scraper accepts OpenMetrics (as prometheus_client's choose_encoder decides; Prometheus asks for it first by
+    default)."""
+    return any(part.split(";")[0].strip() == "application/openmetrics-text" for part in accept.split(","))
+
+
 def _runs_table(runs: Sequence[RunSummary], chosen: int) -> str:
     """The target's kept runs, newest first, each linking to its timeline."""
     rows = []
@@ -116,6 +134,9 @@ def _chains_table(chains: Any) -> str:
 def create_app(daemon: Monitor) -> Starlette:
     async def metrics(request: Request) -> Response:
         # rendering is CPU work: off the loop that times the streams
+        if _wants_openmetrics(request.headers.get("accept", "")):  # with the exemplars naming each run
+            body = await asyncio.to_thread(render_openmetrics, daemon.metrics.registry)
+            return Response(body, media_type=OPENMETRICS_CONTENT_TYPE)
         body = await asyncio.to_thread(render, daemon.metrics.registry)  # generate_latest's bytes, faster
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -153,14 +174,14 @@ def create_app(daemon: Monitor) -> Starlette:
         r = daemon.last_results.get(name)
         link = f'<td><a href="targets/{html.escape(name)}">{html.escape(name)}</a></td><td>{html.escape(target.dialect)}</td>'
         if r is None:
-            return f"<tr>{link}<td colspan=8>no finished run yet (every {target.interval:g} s)</td></tr>"
+            return f"<tr>{link}<td colspan=9>no finished run yet (every {target.interval:g} s)</td></tr>"
         sparkline, strip = landing_pictures(name, target, r)
         return (
             f"<tr>{link}<td class={'bad' if r.alerts else 'ok'}>{html.escape(r.outcome)} ({html.escape(r.reason)})</td>"
             f"<td>{_seconds(r.ttft_seconds)}</td><td class=sparkline>{sparkline}</td>"
             f"<td>{_seconds(r.duration_seconds)}</td><td class=outcomes>{strip}</td>"
             f"<td class=firing>{_firing(r, pushed)}</td><td>{html.escape(', '.join(r.warnings) or '-')}</td>"
-            f"<td>{_ago(r.started_at + r.duration_seconds)}</td></tr>"
+            f"<td class=spend>{_spend_per_day(r, target.interval)}</td><td>{_ago(r.started_at + r.duration_seconds)}</td></tr>"
         )
 
     def landing_page() -> str:
@@ -175,7 +196,8 @@ def create_app(daemon: Monitor) -> Starlette:
         for name in pictures.keys() - daemon.targets.keys():  # targets a reload removed
             del pictures[name]
         header = ("<tr><th>target</th><th>dialect</th><th>last outcome</th><th>TTFT</th><th>recent TTFT</th>"
-                  "<th>duration</th><th>recent outcomes</th><th>alerts now firing</th><th>warnings</th><th>when</th></tr>")
+                  "<th>duration</th><th>recent outcomes</th><th>alerts now firing</th><th>warnings</th><th>per day</th>"
+                  "<th>when</th></tr>")
         tables = [f"<h2 class=bad>failing ({len(failing)})</h2><table>{header}{''.join(failing)}</table>"] if failing else []
         tables.append(f"<h2>{'healthy or not run yet' if failing else 'targets'} ({len(rest)})</h2>"
                       f"<table>{header}{''.join(rest)}</table>")

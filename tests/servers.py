@@ -272,13 +272,14 @@ def start_haproxy(config: str, upstream: str, workdir: Path, edit: Edit = None) 
     return ServerProcess([binary, "-f", str(conf), "-db"], port, "haproxy", workdir)
 
 
-def start_prometheus(config_yaml: str, workdir: Path) -> ServerProcess:
+def start_prometheus(config_yaml: str, workdir: Path, *flags: str) -> ServerProcess:
+    """A real Prometheus with this configuration; `flags` are more options (--enable-feature=exemplar-storage)."""
     binary = require_binary("prometheus")
     port = free_port()
     (workdir / "prometheus.yml").write_text(config_yaml)
     return ServerProcess(
         [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn"],
+         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn", *flags],
         port, "prometheus", workdir,
     )
 

@@ -43,6 +43,10 @@ def test_the_demo_shows_each_kind_of_trouble_and_checks_its_canary_then_stops_on
             "cut-mid-stream": ("ended_early", "connection_lost", ["SSEProbeStreamEndedEarly"]),
             "no-terminal-event": ("ended_early", "no_terminal_event", ["SSEProbeStreamEndedEarly"]),
         }
+        healthy = targets["healthy"]  # a thinking model behind a gateway that reports its time: where it went, and cost
+        assert healthy["first_text_seconds"] > healthy["ttft_seconds"] and healthy["cost"]["currency"] == "USD"
+        page = httpx.get(base + "/targets/healthy", timeout=5).text
+        assert "the server says 0.150 s: openai-processing-ms" in page and "cost 0.0000" in page
         chains = wait_until(lambda: (c := get("/api/v1/chain-checks")).get("direct-to-canary") and c, 40,
                             "the chain check of the embedded canary")
         report = chains["direct-to-canary"]

@@ -74,7 +74,7 @@ def test_openai_chat_request():
     assert (req.method, req.url) == ("POST", "https://api.example.com/v1/chat/completions")
     body = json.loads(req.content)
     assert body == {"model": "m1", "stream": True, "stream_options": {"include_usage": True},
-                    "messages": [{"role": "user", "content": "count"}]}
+                    "max_completion_tokens": 1024, "messages": [{"role": "user", "content": "count"}]}
     assert req.headers["Accept"] == "text/event-stream"
     # user headers win whatever their case, and replace the default rather than duplicate it
     assert req.headers["accept-encoding"] == "identity" and "Accept-Encoding" not in req.headers
@@ -89,7 +89,7 @@ def test_full_url_is_kept_as_given():
 def test_openai_responses_request():
     req = make_dialect(ProbeSpec(url="http://h", dialect="openai-responses", prompt="p", model="m")).build_request()
     assert req.url == "http://h/v1/responses"
-    assert json.loads(req.content) == {"model": "m", "stream": True, "input": "p"}
+    assert json.loads(req.content) == {"model": "m", "stream": True, "max_output_tokens": 1024, "input": "p"}
 
 
 def test_anthropic_request_carries_version_and_max_tokens():
@@ -106,6 +106,21 @@ def test_gemini_request_path_and_alt_sse():
     assert json.loads(req.content)["contents"][0]["parts"][0]["text"] == "p"
     explicit = make_dialect(ProbeSpec(url="http://h/v1beta/models/g:streamGenerateContent?key=k", dialect="gemini"))
     assert explicit.build_request().url == "http://h/v1beta/models/g:streamGenerateContent?key=k&alt=sse"
+
+
+@pytest.mark.parametrize("dialect, path", [
+    ("openai-chat", ("max_completion_tokens",)),
+    ("openai-responses", ("max_output_tokens",)),
+    ("anthropic", ("max_tokens",)),
+    ("gemini", ("generationConfig", "maxOutputTokens")),
+])
+def test_every_llm_dialects_body_caps_the_answer_at_max_output_tokens(dialect, path):
+    dialect = make_dialect(ProbeSpec(url="http://h", dialect=dialect, max_output_tokens=77))
+    value = json.loads(dialect.build_request().content)
+    for key in path:
+        value = value[key]
+    assert value == 77 == dialect.max_output_tokens()
+    assert make_dialect(ProbeSpec(url="http://h", dialect="generic")).max_output_tokens() is None  # no cap to send
 
 
 def test_explicit_body_replaces_the_dialects():

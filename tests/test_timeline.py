@@ -108,7 +108,7 @@ def test_a_long_silence_past_the_proxy_budget_is_flagged(simulator):
 
 
 def test_a_five_thousand_event_stream_stays_small_and_is_aggregated(simulator):
-    r = probe(f"{simulator}{CHAT}?tokens=5000&rate=5000")
+    r = probe(f"{simulator}{CHAT}?tokens=5000&rate=5000", max_output_tokens=5000)
     assert r.token_events == 5000
     svg = timeline_svg(r)
     assert len(svg.encode()) < 200_000

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import ConfigError
+from .estimate import estimate_lines
 from .messages import _messages, _problem_from_pydantic
 from .models import MonitorConfig
 from .rules import _cross_field_problems
@@ -57,8 +58,8 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
 def check_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
                  data_dir: str | None = None) -> int:
-    """`sse-monitor check-config FILE`: print 'FILE: OK, N targets' and where history goes, and return 0; or every
-    problem (stderr), 2."""
+    """`sse-monitor check-config FILE`: print 'FILE: OK, N targets', where history goes and what the targets will
+    spend a day (see estimate.py), and return 0; or print every problem (stderr) and return 2."""
     try:
         config = load_config(path, environ)
     except ConfigError as err:
@@ -71,6 +72,8 @@ def check_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None
     print(f"history: the newest {config.server.history} runs per target, for at most "
           f"{_days_or_hours(config.storage.retention)}, "
           f"{'in memory only (storage.path: :memory:)' if where == ':memory:' else f'in {where}'}")
+    for line in estimate_lines(config):
+        print(line)
     return 0
 
 

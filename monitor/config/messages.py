@@ -22,6 +22,8 @@ _REQUIRED = {
     "name": NAME_EXPECTED,
     "url": URL_EXPECTED,
     "after_events": "expected the number of token events after which the connection is dropped and resumed",
+    "input_per_million": "expected the price of a million input tokens (a number >= 0, such as 0.15)",
+    "output_per_million": "expected the price of a million output tokens (a number >= 0, such as 0.60)",
 }
 
 

@@ -20,10 +20,12 @@ from monitor.result import (
     DEFAULT_PROXY_IDLE_TIMEOUT,
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_OUTPUT_TOKENS,
     DEFAULT_MAX_STREAM_BYTES,
     DEFAULT_PROMPT,
     DEFAULT_TIMEOUT,
     DEFAULT_TTFT_THRESHOLD,
+    Price,
     ProbeSpec,
     ResumeSpec,
 )
@@ -50,6 +52,7 @@ from .errors import Loc
 from .values import (
     AllowedTargets,
     Body,
+    Currency,
     Dialect,
     Duration,
     EventTypes,
@@ -70,6 +73,7 @@ from .values import (
     OptionalPositiveInt,
     OptionalQueryParam,
     OptionalUrl,
+    PerMillion,
     PositiveInt,
     Prompt,
     Size,
@@ -114,6 +118,17 @@ class ResumeConfig(_Section):
         return ResumeSpec(after_events=self.after_events, header=self.header, query_param=self.query_param)
 
 
+class PriceConfig(_Section):
+    """What the target's tokens cost, per million (reasoning tokens are output): gives each run a cost."""
+
+    input_per_million: PerMillion = Field(description="the price of a million input tokens")
+    output_per_million: PerMillion = Field(description="the price of a million output tokens")
+    currency: Currency = Field("USD", description="the `currency` label of sse_probe_cost_total")
+
+    def to_price(self) -> Price:
+        return Price(self.input_per_million, self.output_per_million, self.currency)
+
+
 class DefaultsConfig(_Section):
     """Settings every target inherits unless it sets its own."""
 
@@ -131,6 +146,8 @@ class DefaultsConfig(_Section):
     max_stream_bytes: Size = DEFAULT_MAX_STREAM_BYTES
     max_events: PositiveInt = DEFAULT_MAX_EVENTS
     resume: ResumeConfig | None = Field(None, description="the resumption check of every target that sets none")
+    max_output_tokens: PositiveInt = DEFAULT_MAX_OUTPUT_TOKENS
+    price: PriceConfig | None = Field(None, description="the price of every target that sets none")
     headers: Headers = Field(default_factory=dict, repr=False, description="merged under each target's headers")
     labels: Labels = Field(default_factory=dict, description="merged under each target's labels")
 
@@ -138,7 +155,7 @@ class DefaultsConfig(_Section):
 # target fields that fall back to the same-named field of `defaults`
 _INHERITED = (
     "dialect", "interval", "timeout", "idle_timeout", "proxy_idle_timeout", "prompt", "verify_tls", "max_event_bytes",
-    "max_stream_bytes", "max_events", "resume",
+    "max_stream_bytes", "max_events", "resume", "max_output_tokens", "price",
 )
 _INHERITED_EXPECT = ("ttft_threshold", "min_duration", "min_events")
 
@@ -175,6 +192,9 @@ class _ProbeSettings(_Section):
     max_stream_bytes: Size = Field(DEFAULT_MAX_STREAM_BYTES, description="body bytes; more fails as too_many_bytes")
     max_events: PositiveInt = Field(DEFAULT_MAX_EVENTS, description="events and comments; more: too_many_events")
     resume: ResumeConfig | None = Field(None, description="the resumption check; null: none")
+    max_output_tokens: PositiveInt = Field(DEFAULT_MAX_OUTPUT_TOKENS, description="the answer's token cap in the "
+                                           "dialect's own body (max_completion_tokens, max_output_tokens, ...)")
+    price: PriceConfig | None = Field(None, description="what tokens cost: each run's cost; null: none")
 
     @property
     def body_bytes(self) -> bytes | None:
@@ -210,6 +230,8 @@ class _ProbeSettings(_Section):
             verify_tls=self.verify_tls,
             trace=trace,
             resume=self.resume.to_spec() if self.resume is not None else None,
+            max_output_tokens=self.max_output_tokens,
+            price=self.price.to_price() if self.price is not None else None,
         )
 
     def inherit(self, defaults: DefaultsConfig) -> Any:

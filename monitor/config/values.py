@@ -304,6 +304,23 @@ def _v_body(value: Any) -> Any:
 
 # ---- annotated types ------------------------------------------------------------------------------------------------
 
+def _v_per_million(value: Any) -> float:
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, str) and _NUMBER_RE.fullmatch(value.strip()):  # environment variables are strings
+        number = float(value)
+    if number is None or not math.isfinite(number) or number < 0:
+        raise ValueError(f"expected a price per million tokens (a number >= 0, such as 0.15), got {_describe(value)}")
+    return float(number)
+
+
+def _v_currency(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Z]{3}", value):
+        raise ValueError(f"expected a currency code of three capital letters, such as USD, got {_describe(value)}")
+    return value
+
+
+PerMillion = Annotated[float, BeforeValidator(_v_per_million)]
+Currency = Annotated[str, BeforeValidator(_v_currency)]
 Duration = Annotated[float, BeforeValidator(_v_duration)]
 OptionalDuration = Annotated[float | None, BeforeValidator(_v_optional_duration)]
 
