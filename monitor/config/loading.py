@@ -58,8 +58,8 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
 def check_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None,
                  data_dir: str | None = None) -> int:
-    """`sse-monitor check-config FILE`: print 'FILE: OK, N targets', where history goes and what the targets will
-    spend a day (see estimate.py), and return 0; or print every problem (stderr) and return 2."""
+    """`sse-monitor check-config FILE`: print 'FILE: OK, N targets', what the targets will spend a day (see
+    estimate.py) and where history goes, and return 0; or print every problem (stderr) and return 2."""
     try:
         config = load_config(path, environ)
     except ConfigError as err:
@@ -68,12 +68,12 @@ def check_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None
         return 2
     count = len(config.targets)
     print(f"{os.fspath(path)}: OK, {count} target{'' if count == 1 else 's'}")
+    for line in estimate_lines(config):
+        print(line)
     where = config.storage.file(data_dir)
     print(f"history: the newest {config.server.history} runs per target, for at most "
           f"{_days_or_hours(config.storage.retention)}, "
           f"{'in memory only (storage.path: :memory:)' if where == ':memory:' else f'in {where}'}")
-    for line in estimate_lines(config):
-        print(line)
     return 0
 
 
