@@ -200,7 +200,7 @@ def _run_of_row(run: int, result: bytes, token_times: bytes, comment_times: byte
 
 
 class StorageFault(Exception):
-    """The file cannot be used now; `cause` says why in a sentence, `moved_aside` when it was set aside as corrupt."""
+    """The file cannot be used now; the message says why, in a sentence."""
 
 
 def _cause(exc: BaseException) -> str:
@@ -317,7 +317,7 @@ class History:
                 return run
         rows = self._read("SELECT run, result, token_times, comment_times, token_times_total FROM runs "
                           "WHERE target = ? AND run = ?", (target, number))
-        return _run_of_row(*rows[0]) if rows else None
+        return self._decode(rows[0]) if rows else None
 
     def runs(self, target: str, limit: int | None = None) -> list[Run]:
         """The target's kept runs, whole (without traces), newest first."""
@@ -326,9 +326,18 @@ class History:
         rows = self._read("SELECT run, result, token_times, comment_times, token_times_total FROM runs "
                           "WHERE target = ? ORDER BY run DESC LIMIT ?", (target, limit))
         for row in rows:
-            if row[0] not in merged:
-                merged[row[0]] = _run_of_row(*row)
+            if row[0] not in merged and (run := self._decode(row)) is not None:
+                merged[row[0]] = run
         return [merged[k] for k in sorted(merged, reverse=True)[:limit]]
+
+    def _decode(self, row: tuple) -> Run | None:
+        """A stored run; None (counted, logged) when its row cannot be read back, so one bad row costs only itself."""
+        try:
+            return _run_of_row(*row)
+        except (zlib.error, ValueError, TypeError, KeyError) as exc:
+            self._count("read")
+            log.error("storage_read_failed", file=self.path, run=row[0], cause=f"a stored run cannot be decoded: {exc}")
+            return None
 
     def _pending_runs(self, target: str) -> list[Run]:
         """Runs of the target that are not in the file yet: queued, or waiting for the disk."""

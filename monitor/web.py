@@ -222,6 +222,9 @@ def create_app(daemon: Monitor) -> Starlette:
             if number is None:
                 return PlainTextResponse(f"no run {wanted!r} of {name!r} is kept\n", status_code=404)
         chosen: Run | None = None if number is None else await asyncio.to_thread(daemon.history.run, name, number)
+        if number is not None and chosen is None:
+            return PlainTextResponse(f"run {number} of {name!r} cannot be read from the history file (see the "
+                                     "log)\n", status_code=500)
         title = html.escape(name)
         parts = [f"<h1>{title}</h1><p><a href='..'>all targets</a> · "
                  f"<a href='../api/v1/targets/{title}/history'>JSON history</a></p>"]

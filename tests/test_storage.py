@@ -381,3 +381,18 @@ def test_kill_9_at_random_moments_loses_no_finished_run(simulator, tmp_path):
         assert firsts == {t: highest.get(t, 0) + 1 for t in firsts}, f"cycle {cycle}"
         for target, number in kept:
             highest[target] = max(highest.get(target, 0), number)
+
+
+def test_a_damaged_run_costs_only_itself(tmp_path):
+    path = tmp_path / "h.db"
+    m = metrics()
+    with opened(path) as h:
+        for i in range(3):
+            h.record("t", result(i))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE runs SET result = x'00112233' WHERE run = 2")
+        db.commit()
+    with opened(path, m=m) as h:
+        assert [r.run for r in h.runs("t")] == [3, 1] and h.run("t", 2) is None
+        assert [s.run for s in h.summaries("t")] == [3, 2, 1]  # its row is listed; only its page is gone
+        assert sample(m, "sse_monitor_storage_errors_total", operation="read") == 2
