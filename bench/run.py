@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from process import core_busy as _core_busy  # bench/ is this script's first sys.path entry
-from process import cpu_model
-from process import proc_cpu as _proc_cpu
+from install import cpu_model  # bench/ is this script's first sys.path entry
+from processes import core_busy as _core_busy
+from processes import proc_cpu as _proc_cpu
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

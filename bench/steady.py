@@ -20,19 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from process import (
-    PATH,
-    RUN_DIR,
-    DaemonProcess,
-    Simulator,
-    Workload,
-    daemon_figures,
-    proc_cpu,
-    proc_status_kb,
-    read_truth,
-    say,
-    sleep_until,
-)
+from daemon_pass import daemon_figures
+from processes import DaemonProcess, Simulator, proc_cpu, proc_status_kb, say, sleep_until
+from records import read_truth
+from workload import PATH, RUN_DIR, Workload
 
 STEADY_TARGETS = 1000
 STEADY_STREAMS = 200  # streams open on average: the targets' interval is set to keep this many

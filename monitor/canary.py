@@ -74,20 +74,12 @@ from starlette.types import Receive, Scope, Send
 
 from .cli_types import positive
 from .serving import split_listen
-from .simulator import (
-    EVENT_STREAM,
-    BadParam,
-    RunningSimulator,
-    Stream,
-    _AnnouncingServer,
-    _Clock,
-    _number,
-    _resume_fault,
-    first_event,
-    in_stream,
-    quiet_drops,
-    resume_point,
-)
+from .simulator.app import EVENT_STREAM, quiet_drops
+from .simulator.faults import first_event
+from .simulator.params import BadParam, _number, _resume_fault, resume_point
+from .simulator.server import RunningSimulator, _AnnouncingServer
+from .simulator.stream import Stream
+from .simulator.timeline import _Clock, in_stream
 
 MAX_EVENTS = 100_000
 MAX_SIZE = 65_536

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpcore  # noqa: F401 - imported here, not lazily inside the first timed request
 import httpx
@@ -18,7 +16,7 @@ try:  # what httpcore's pool loads (anyio's asyncio backend, for its locks) must
 except ImportError:  # pragma: no cover - only a warm-up
     pass
 
-from .dialects import Dialect, Request, Usage, known_sum, make_dialect
+from .dialects import Dialect, Usage, known_sum, make_dialect
 from . import network
 from .network import http_transport
 from .redact import redact_url, scrub, secret_values
@@ -28,13 +26,6 @@ from .result import (
     COMPLETED,
     ENDED_EARLY,
     FAILED,
-    RESUME_DUPLICATE,
-    RESUME_GAP,
-    RESUME_HEADER,
-    RESUME_NO_IDS,
-    RESUME_REFUSED,
-    RESUME_RESTARTED,
-    RESUME_RESUMED,
     STREAMING_HEADERS,
     USAGE_KINDS,
     WARNING_BUFFERING,
@@ -42,14 +33,13 @@ from .result import (
     WARNING_CONTENT_LENGTH,
     WARNING_CONTENT_TYPE,
     WARNING_EVENT_LOOP_LAG,
-    WARNING_RESUME_NOT_CHECKED,
     WARNING_THROTTLED,
     ProbeResult,
     ProbeSpec,
     ResumeResult,
-    ResumeSpec,
     alert_conditions,
 )
+from .resume import ResumeCheck, _compare_ids, resume_request  # noqa: F401 - _compare_ids: tests/test_resume.py
 from .server_timing import SERVER_TIMING, read_server_report
 from .sse import Comment, EventTooLarge, SSEDecoder
 
@@ -61,7 +51,6 @@ READ_COALESCE_SECONDS = 0.001  # body pieces arriving closer than this count as 
 BULK_READ_TOKENS = 4  # a read carrying this many token events or more is a burst
 BUFFERING_SHARE = 0.75  # share of token events arriving in bursts that makes buffering suspected
 BUFFERING_MIN_SECONDS = 0.5  # streams shorter than this cannot be told from a fast origin
-MAX_ID_SHOWN = 64  # characters of an event id quoted in a detail
 
 
 class _Inflater:
@@ -114,12 +103,10 @@ class StreamRecorder:
         self._event_stream = True
         self._content_type = "missing"  # this part's response Content-Type, for a detail
         # the resumption check (spec.resume): part 1 is the first connection, part 2 the reconnect
-        self.resume: ResumeResult | None = result.resume
+        self.resume = ResumeCheck(spec.resume, result.resume) if result.resume is not None else None
         self.part = 1
-        self.cut = False  # part 1 reached spec.resume.after_events token events: we drop it and reconnect
         self.got_headers = False  # this part's response headers arrived
         self._part_items = 0  # events and comments of this part
-        self._ids: set[str] = set()  # event ids seen before the drop
         self._usage: list[Usage] = []  # per part (the reconnect is a request of its own): what the stream reported
         self._throttled = False  # an earlier part's connection was throttled
         self._unstamped = False  # an earlier part's connection had no kernel stamps
@@ -175,7 +162,7 @@ class StreamRecorder:
             if first:
                 self.start(self.stream.sent_at)
             else:  # the reconnect's request went out: its silence and its first token count from here
-                self.resume.reconnect_seconds = self._last_byte = self.stream.sent_at[1] - self.started
+                self.resume.result.reconnect_seconds = self._last_byte = self.stream.sent_at[1] - self.started
 
     def reconnect(self) -> None:
         """Part 1 was dropped after spec.resume.after_events token events: what follows is the reconnect's, on a new
@@ -193,8 +180,8 @@ class StreamRecorder:
         self._event_stream = True
         self._last_token = None  # the gap across our own drop is not the stream's (ResumeResult.ttft_seconds is)
         now = self.now()
-        self._last_byte = self.resume.reconnect_seconds = now
-        self._trace(now, "reconnect", "reconnect", self.resume.last_id, _sent_as(self.spec.resume, self.resume.last_id))
+        self._last_byte = self.resume.result.reconnect_seconds = now
+        self._trace(now, "reconnect", "reconnect", self.resume.result.last_id, self.resume.sent_as())
 
     def on_headers(self, response: httpx.Response) -> None:
         r = self.result
@@ -210,7 +197,7 @@ class StreamRecorder:
             r.response_headers = {k: headers[k] for k in STREAMING_HEADERS if k in headers}
             self._server_report(headers, now)
         else:
-            self.resume.status_code = response.status_code
+            self.resume.result.status_code = response.status_code
             if not 200 <= response.status_code < 300:
                 return  # a refused reconnect (its error body) says nothing about the stream's path
         content_type = headers.get("content-type", "")
@@ -274,8 +261,8 @@ class StreamRecorder:
         """Checks that need the whole stream: expected minimums, buffering, alerts."""
         self._close_read()
         r, spec = self.result, self.spec
-        if self.resume is not None:
-            self._finish_resume()
+        if self.resume is not None and (warning := self.resume.finish(r, self.part, self._part_items)):
+            self._warn(warning)
         self._finish_usage()
         if r.outcome == COMPLETED:
             if spec.min_duration is not None and r.duration_seconds < spec.min_duration:
@@ -308,40 +295,6 @@ class StreamRecorder:
         for ignored in report.ignored:
             self._trace(now, "warning", "server_timing", None, f"ignored {ignored}")
 
-    def _finish_resume(self) -> None:
-        """The resumption check's outcome, once the probe has ended."""
-        r, res, after = self.result, self.resume, self.spec.resume.after_events
-        if self.part == 1:
-            if res.outcome is None:  # never got to the drop
-                res.events_before = r.token_events
-                how = "ended properly" if r.outcome == COMPLETED else f"ended ({r.outcome}, {r.reason})"
-                res.detail = (f"not checked: the stream {how} after {_events(r.token_events)}, before the "
-                              f"{after} after which the connection is dropped and resumed")
-                if r.outcome == COMPLETED:  # nothing else says that the check never happens
-                    self._warn(WARNING_RESUME_NOT_CHECKED)
-            return
-        sent = _sent_as(self.spec.resume, res.last_id)
-        if r.outcome != COMPLETED and r.detail:
-            r.detail = f"after the reconnect ({sent}): {r.detail}"
-        if res.first_id_after is not None:
-            res.outcome, res.detail = _compare_ids(res.first_id, res.last_id, res.first_id_after, self._ids)
-        elif self._part_items == 0 and r.outcome != COMPLETED:
-            res.outcome = RESUME_REFUSED
-            why = f"HTTP {res.status_code}" if r.reason == "http_status" else r.reason.replace("_", " ")
-            res.detail = f"the reconnect with {sent} got no stream ({why})"
-        elif res.events_after:
-            res.outcome = RESUME_NO_IDS
-            res.detail = (f"the stream resumed after id {_q(res.last_id)} carried {_events(res.events_after)} but "
-                          f"no event id: where it continued cannot be checked")
-        elif r.outcome == COMPLETED:
-            res.outcome = RESUME_RESUMED
-            res.detail = (f"resumed after id {_q(res.last_id)} ({sent}) and ended properly with no further token "
-                          f"event: id {_q(res.last_id)} was the last")
-        else:
-            res.outcome = RESUME_REFUSED
-            res.detail = (f"the reconnect with {sent} got a stream that ended ({r.reason}) before any event "
-                          f"after id {_q(res.last_id)}")
-
     def _silence_until(self, now: float) -> None:
         silence = now - self._last_byte
         if self.result.max_silence_seconds is None or silence > self.result.max_silence_seconds:
@@ -366,7 +319,7 @@ class StreamRecorder:
         self._trace(now, "event", item.type, item.id, item.data)
         resume = self.resume
         if resume is not None and item.id:  # the stream's last event id (it persists over events without an id:)
-            self._on_id(item.id)
+            resume.on_id(item.id, self.part)
         if verdict.usage is not None:
             self._on_usage(verdict.usage)
         if verdict.token:
@@ -379,9 +332,8 @@ class StreamRecorder:
         if verdict.end:
             self.conclude(COMPLETED, "ok", at=now)
             return True
-        if verdict.token and self.part == 1 and resume is not None and resume.outcome is None \
-                and r.token_events == self.spec.resume.after_events:
-            return self._drop_point(item.id)
+        if verdict.token and self.part == 1 and resume is not None and resume.is_drop_point(r.token_events):
+            return resume.drop(item.id, r.token_events)
         return False
 
     def _on_usage(self, usage: Usage) -> None:
@@ -401,39 +353,12 @@ class StreamRecorder:
         if self.spec.price is not None:
             r.cost = self.spec.price.cost(r.usage)
 
-    def _on_id(self, event_id: str) -> None:
-        resume = self.resume
-        if self.part == 1:
-            if resume.first_id is None:
-                resume.first_id = event_id
-            if resume.outcome is None:  # until the drop (or until no_ids decided there is none)
-                self._ids.add(event_id)
-        elif resume.first_id_after is None:  # a new decoder: the first id it has is one the reconnect sent
-            resume.first_id_after = event_id
-
-    def _drop_point(self, last_id: str) -> bool:
-        """The token event after which a client's connection dies. With an event id, drop it here (True: stop
-        reading, run_probe reconnects); without one there is nothing to resume from: read on to the end."""
-        resume, n = self.resume, self.result.token_events
-        resume.events_before = n
-        if last_id:
-            resume.last_id = last_id
-            self.cut = True
-            return True
-        resume.outcome = RESUME_NO_IDS
-        resume.detail = (f"the first {_events(n)} carried no event id (no id: field): a client that loses the "
-                         f"connection has nothing to resume from, so it was not dropped and was read to its end")
-        return False
-
     def _on_token(self, now: float) -> None:
         r = self.result
         r.token_events += 1
         self._read_tokens += 1
         if self.part == 2:
-            resume = self.resume
-            resume.events_after += 1
-            if resume.ttft_seconds is None:
-                resume.ttft_seconds = now - resume.reconnect_seconds
+            self.resume.on_reconnect_token(now)
         if r.ttft_seconds is None:
             r.ttft_seconds = now
         elif self._last_token is not None:
@@ -486,7 +411,7 @@ async def run_probe(spec: ProbeSpec, on_progress: Callable[[ProbeResult], None] 
         recorder = StreamRecorder(spec, dialect, result)
         async with asyncio.timeout(spec.timeout) as deadline:  # one timeout for the whole probe, reconnect included
             await _exchange(spec, request, recorder, deadline, on_progress)
-            if recorder.cut:
+            if recorder.resume is not None and recorder.resume.cut:
                 recorder.reconnect()
                 await _exchange(spec, resume_request(request, spec.resume, result.resume.last_id), recorder,
                                 deadline, on_progress)
@@ -510,81 +435,6 @@ async def run_probe(spec: ProbeSpec, on_progress: Callable[[ProbeResult], None] 
         result.alerts = alert_conditions(result)
     result.detail = scrub(result.detail, secrets)
     return result
-
-
-# ---- the resumption check -------------------------------------------------------------------------------------------
-
-_TRAILING_NUMBER = re.compile(r"(\d+)$")
-
-
-def resume_request(request: Request, resume: ResumeSpec, last_id: str) -> Request:
-    """The reconnect: the same method, body and headers, with the last event id seen in a Last-Event-ID header and/or
-    in the query parameter `resume.query_param` (replacing one of that name)."""
-    headers = dict(request.headers)
-    url = request.url
-    if resume.header:
-        headers = {k: v for k, v in headers.items() if k.lower() != RESUME_HEADER.lower()}
-        headers[RESUME_HEADER] = last_id
-    if resume.query_param:
-        parts = urlsplit(url)
-        name = quote(resume.query_param, safe="")
-        kept = [p for p in parts.query.split("&") if p and p.split("=", 1)[0] != name]
-        query = "&".join([*kept, f"{name}={quote(last_id, safe='')}"])
-        url = urlunsplit(parts._replace(query=query))
-    return Request(request.method, url, headers, request.content)
-
-
-def _sent_as(resume: ResumeSpec, last_id: str | None) -> str:
-    """How the reconnect carried the id, for details: 'Last-Event-ID: 17 and resume=17'."""
-    shown = _shown(last_id or "")
-    ways = ([f"{RESUME_HEADER}: {shown}"] if resume.header else []) + (
-        [f"{resume.query_param}={shown}"] if resume.query_param else [])
-    return " and ".join(ways)
-
-
-def _shown(event_id: str) -> str:
-    return event_id if len(event_id) <= MAX_ID_SHOWN else event_id[:MAX_ID_SHOWN - 3] + "..."
-
-
-def _q(event_id: str | None) -> str:
-    return f'"{_shown(event_id or "")}"'
-
-
-def _events(n: int) -> str:
-    return f"{n} token event" + ("" if n == 1 else "s")
-
-
-def _number(event_id: str) -> int | None:
-    """The integer an id ends in ("17", "chunk-17"), or None: ids are opaque strings, most servers number them."""
-    m = _TRAILING_NUMBER.search(event_id)
-    return int(m.group(1)) if m else None
-
-
-def _compare_ids(first: str | None, last: str, after: str, seen: set[str]) -> tuple[str, str]:
-    """(outcome, detail) of a resumption from what came first after the reconnect. `first` and `last` are the first
-    and last ids of the first connection, `seen` all its ids. Numbered ids (both ending in an integer) are compared as
-    numbers; others can only be told apart as seen before or not."""
-    a, l_ = _q(after), _q(last)
-    n_after, n_last = _number(after), _number(last)
-    n_first = _number(first) if first is not None else None
-    if n_after is not None and n_last is not None:
-        if n_after == n_last + 1:
-            return RESUME_RESUMED, f"resumed right after id {l_}: the next id was {a}"
-        if n_after > n_last + 1:
-            skipped = n_after - n_last - 1
-            return RESUME_GAP, (f"the resumed stream began with id {a} after the last id seen, {l_}: "
-                                f"{skipped} event{'s' if skipped != 1 else ''} skipped")
-        restarted = after == first or (n_first is not None and n_after == n_first)
-    else:
-        if after not in seen:
-            return RESUME_RESUMED, (f"resumed after id {l_} with id {a}, not seen before; the ids are not numbered, "
-                                    f"so a gap cannot be checked")
-        restarted = after == first
-    if restarted and first != last:
-        return RESUME_RESTARTED, (f"the resumed stream started over: its first id {a} is the first connection's "
-                                  f"first id, not the one after {l_}")
-    again = "the last id seen" if after == last else f"from before the last id seen, {l_}"
-    return RESUME_DUPLICATE, f"the resumed stream began with id {a} again ({again}): events were sent twice"
 
 
 def _size(n: int) -> str:

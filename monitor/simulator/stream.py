@@ -1,0 +1,119 @@
+"""A stream's bytes: events on the wire, one chunk per timeline step, sent until the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .faults import SimulatedDrop, _huge_line
+from .format import Event, Format
+from .params import Params
+from .timeline import timeline
+from .truth import Truth
+
+
+def encode_event(event: Event, eol: bytes, event_id: int | None = None) -> bytes:
+    """One event on the wire; a dict's JSON gets `sim_sent`, the send time on the system-wide monotonic clock."""
+    name, data = event
+    if isinstance(data, dict):
+        data = json.dumps({**data, "sim_sent": time.monotonic()}, separators=(",", ":"))
+    head = b"event: " + name.encode() + eol if name else b""
+    if event_id is not None:
+        head = b"id: %d" % event_id + eol + head
+    return head + b"data: " + data.encode() + eol + eol
+
+
+async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False,
+                       truth: Truth | None = None, start: int = 1) -> AsyncIterator[bytes]:
+    """The bytes of a stream, one chunk per timeline step, each produced when its step is due; tokens from `start`."""
+    eol = p.line_ending.encode()
+    render = {"preamble": fmt.preamble, "token": fmt.token, "end": fmt.end, "error": fmt.error}
+    async for kind, n in timeline(p, t0, instant, start):
+        if kind == "drop":
+            raise SimulatedDrop
+        if kind == "heartbeat":
+            yield b": ping" + eol + eol
+        elif kind == "huge":
+            for piece in _huge_line(n, eol):
+                yield piece
+        else:
+            events = render[kind](n)
+            if events:
+                event_id = n if kind == "token" and p.ids else None
+                chunk = b"".join(encode_event(e, eol, event_id) for e in events)
+                if truth is not None and kind == "token" and truth.first_token is None:
+                    truth.first_token = time.time()  # the consumer sends this chunk as soon as it is yielded
+                    yield chunk
+                    truth.done()  # resumed: the chunk is out
+                else:
+                    yield chunk
+
+
+async def _all_at_once(body: bytes, dropped: bool) -> AsyncIterator[bytes]:
+    yield body
+    if dropped:
+        raise SimulatedDrop
+
+
+async def buffered(chunks: AsyncIterator[bytes], headers: dict[str, str], truth: Truth | None = None) -> Response:
+    """The whole stream at once with a Content-Length; a dropped one announces a byte more than it sends."""
+    parts, dropped = [], False
+    try:
+        async for chunk in chunks:
+            parts.append(chunk)
+    except SimulatedDrop:
+        dropped = True
+    body = b"".join(parts)
+    return Stream(_all_at_once(body, dropped), {**headers, "content-length": str(len(body) + dropped)}, truth=truth)
+
+
+class Stream(Response):
+    """A streamed body that stops as soon as the client goes away, and may end in a SimulatedDrop."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str], status_code: int = 200,
+                 truth: Truth | None = None) -> None:
+        self.chunks = chunks
+        self.status_code = status_code
+        self.background = None
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.truth = truth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        dropped = False
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
+                try:
+                    await self._send_all(send)
+                except SimulatedDrop:
+                    dropped = True
+                tasks.cancel_scope.cancel()
+        finally:
+            if self.truth is not None:
+                self.truth.done()
+        if dropped:
+            raise SimulatedDrop
+
+    async def _send_all(self, send: Send) -> None:
+        if self.truth is not None:
+            self.truth.status = self.status_code
+            self.truth.first_byte = time.time()
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async with contextlib.aclosing(self.chunks) as chunks:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await asyncio.sleep(0)  # let a disconnect be noticed even when the body never waits
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
