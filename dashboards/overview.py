@@ -304,8 +304,8 @@ def chain_checklist() -> statetimeline.Panel:
             "idle_timeout (at least twice `expected_duration`), heartbeat_interval (heartbeats pass, so an interval "
             "below half the timeout works), stream_length (no cap shorter than twice `expected_duration`); and "
             "whether the canary was reached at all. A blank row: inconclusive (e.g. `max_idle` stopped the idle "
-            "timeout search short of twice `expected_duration`, or the canary was not reached). README, "
-            "\"Measure the chain itself\", says what each trial does.",
+            "timeout search short of twice `expected_duration`, or the canary was not reached). docs/proxy-chains.md "
+            "says what each trial does.",
             query(f"min by ({CHAIN_BY}, check) (sse_chain_check_passed{{{J}}})", "{{chain}}: {{check}} {{region}}", "A"),
             mapping({"1": ("pass", "green"), "0": ("FAIL", "red")}),
         )
