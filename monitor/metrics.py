@@ -306,24 +306,7 @@ def render_openmetrics(registry: CollectorRegistry) -> bytes:
     """The registry in the OpenMetrics text format, exemplars included, for scrapers that ask for it (Prometheus does
     by default): `openmetrics.exposition.generate_latest(registry)`, byte for byte, written as render() writes the
     text format (the same cached series texts; created lines inline, a bucket's exemplar after its value)."""
-    try:
-        with registry._lock:
-            collectors = list(registry._collector_to_names)
-            target_info = registry._target_info
-    except AttributeError:  # pragma: no cover - another prometheus_client layout: its own renderer
-        return openmetrics_latest(registry)
-    if target_info:
-        return openmetrics_latest(registry)
-    out: list[str] = []
-    with_created = prometheus_metrics._use_created
-    for collector in collectors:
-        try:
-            lines = _family_openmetrics(collector, with_created)
-        except (AttributeError, TypeError, KeyError):  # another prometheus_client's internals: its own renderer
-            lines = None
-        out.append(lines if lines is not None else _openmetrics_body(_OneCollector(collector)))
-    out.append(_EOF)
-    return "".join(out).encode("utf-8")
+    return _render(registry, _family_openmetrics, openmetrics_latest, _openmetrics_body, _EOF)
 
 
 _EOF = "# EOF\n"
@@ -416,22 +399,31 @@ def render(registry: CollectorRegistry) -> bytes:
     and Histogram family is written straight from its children, whose label text is escaped once and cached; any
     other collector (and any registry this code does not know) goes through generate_latest itself.
     """
+    return _render(registry, _family_lines, generate_latest, lambda one: generate_latest(one).decode("utf-8"))
+
+
+def _render(registry: CollectorRegistry, family: typing.Callable[[typing.Any, bool], str | None],
+            whole: typing.Callable[[typing.Any], bytes], one: typing.Callable[[typing.Any], str],
+            end: str = "") -> bytes:
+    """Each collector's text from `family` (from `one`, the library's writer, for a collector it does not know), then
+    `end`; a registry of another prometheus_client layout, or with target info, is written whole by `whole`."""
     try:
         with registry._lock:
             collectors = list(registry._collector_to_names)
             target_info = registry._target_info
     except AttributeError:  # pragma: no cover - another prometheus_client layout: its own renderer
-        return generate_latest(registry)
+        return whole(registry)
     if target_info:
-        return generate_latest(registry)
+        return whole(registry)
     out: list[str] = []
     with_created = prometheus_metrics._use_created
     for collector in collectors:
         try:
-            lines = _family_lines(collector, with_created)
+            lines = family(collector, with_created)
         except (AttributeError, TypeError, KeyError):  # another prometheus_client's internals: its own renderer
             lines = None
-        out.append(lines if lines is not None else generate_latest(_OneCollector(collector)).decode("utf-8"))
+        out.append(lines if lines is not None else one(_OneCollector(collector)))
+    out.append(end)
     return "".join(out).encode("utf-8")
 
 
