@@ -567,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `sse-monitor check-config FILE | head`: the reader left; no traceback, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's final flush must not fail again
+        return 141  # 128 + SIGPIPE
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from conftest import sse_monitor
+from conftest import ROOT, sse_monitor
 from monitor.cli import EXIT_USAGE, build_parser, main, spec_from_args
 from monitor.result import DEFAULT_MAX_EVENTS, DEFAULT_MAX_STREAM_BYTES
 
@@ -67,3 +70,15 @@ def test_the_installed_command_lists_the_budget_options():
     proc = sse_monitor("probe", "--help")
     assert proc.returncode == 0
     assert "--max-stream-bytes N" in proc.stdout and "--max-events N" in proc.stdout
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """`sse-monitor check-config FILE | head -1`: the pipe closes before the output is written."""
+    config = tmp_path / "c.yaml"
+    config.write_text("targets: [{name: a, url: 'http://127.0.0.1:9/'}]\n")
+    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "check-config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()  # the reader is gone before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(30) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
