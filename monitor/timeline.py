@@ -7,8 +7,9 @@ escaped. Used by `sse-monitor probe --html` and by the daemon's pages.
   bursts (several events in one read) as taller ticks with a count, and the end marked by how it ended.
   Below it, the TTFT breakdown (breakdown.py): a band of segments from the request to the first token (and on to the
   first visible text), the server's reported part darker.
-- `sparkline_svg(values)`: a TTFT sparkline over runs, with the threshold line; None (no token) is a gap and a marker.
-- `outcome_strip_svg(outcomes)`: one cell per run coloured by outcome.
+- `mini_sparkline_svg(values)`: the landing page's TTFT sparkline over runs (at most 30 columns, each at its slowest),
+  with the threshold line; a column over it, or with a run without a token, is marked in red.
+- `mini_outcome_strip_svg(outcomes)`: the landing page's outcome strip, each column coloured by its worst outcome.
 
 Stable hooks for tests and pages: class="token"/"comment" ticks carry data-count (the sum is the number of events
 drawn), marks carry data-t (seconds), the timeline's root carries its axis scale: x = data-x0 + t / data-t-end *
@@ -292,73 +293,6 @@ def _breakdown_band(r: ProbeResult, x_of, add, y: float) -> None:
     label = before + (f" · unknown: {', '.join(unknown)}" if unknown else "")
     add(f'<text class="breakdown-label" x="12" y="{_n(y + 22)}" fill="{MARK_COLOUR}" font-size="10">{esc(label)}</text>')
     add("</g>")
-
-
-def sparkline_svg(values: Sequence[float | None], *, threshold: float | None = None, width: int = 160, height: int = 28) -> str:
-    """A TTFT sparkline, one point per run (oldest first); None (no token) breaks the line and is marked at the base."""
-    width, height = max(int(width), 20), max(int(height), 10)
-    pad = 3.0
-    present = [v for v in values if v is not None]
-    top = max([*present, threshold or 0.0, 0.0]) * 1.1 or 1.0
-    n = len(values)
-    step = (width - 2 * pad) / (n - 1) if n > 1 else 0.0
-
-    def xy(i: int, v: float) -> tuple[float, float]:
-        return pad + i * step if n > 1 else width / 2, height - pad - (v / top) * (height - 2 * pad)
-
-    last = next((v for v in reversed(values) if v is not None), None)
-    title = f"TTFT over {n} runs" + (f", last {_s(last)}" if last is not None else "") + \
-            (f", threshold {threshold:g} s" if threshold is not None else "")
-    out = [f'<svg xmlns="{SVG_NS}" class="sparkline" role="img" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" data-runs="{n}"><title>{esc(title)}</title>']
-    if threshold is not None:
-        _, ty = xy(0, threshold)
-        out.append(f'<line class="threshold" data-threshold="{threshold:g}" x1="0" y1="{_n(ty)}" x2="{width}" y2="{_n(ty)}" '
-                   f'stroke="{THRESHOLD_COLOUR}" stroke-width="1" stroke-dasharray="3 2"><title>threshold {threshold:g} s</title></line>')
-    segment: list[str] = []
-
-    def flush() -> None:
-        if len(segment) > 1:
-            out.append(f'<polyline class="line" points="{" ".join(segment)}" fill="none" stroke="{TOKEN_COLOUR}" stroke-width="1.2"/>')
-        segment.clear()
-
-    for i, v in enumerate(values):
-        if v is None:
-            flush()
-            continue
-        px, py = xy(i, v)
-        segment.append(f"{_n(px)},{_n(py)}")
-    flush()
-    for i, v in enumerate(values):
-        if v is None:
-            px, _ = xy(i, 0.0)
-            out.append(f'<g class="no-token"><title>run {i + 1}: no token</title>'
-                       f'<line x1="{_n(px - 2)}" y1="{_n(height - 5)}" x2="{_n(px + 2)}" y2="{_n(height - 1)}" stroke="{THRESHOLD_COLOUR}"/>'
-                       f'<line x1="{_n(px - 2)}" y1="{_n(height - 1)}" x2="{_n(px + 2)}" y2="{_n(height - 5)}" stroke="{THRESHOLD_COLOUR}"/></g>')
-        else:
-            px, py = xy(i, v)
-            over = threshold is not None and v > threshold
-            out.append(f'<circle class="point{" over" if over else ""}" data-v="{v:.6f}" cx="{_n(px)}" cy="{_n(py)}" '
-                       f'r="{1.8 if over else 1.2}" fill="{THRESHOLD_COLOUR if over else TOKEN_COLOUR}">'
-                       f"<title>run {i + 1}: TTFT {_s(v)}</title></circle>")
-    out.append("</svg>")
-    return "".join(out)
-
-
-def outcome_strip_svg(outcomes: Sequence[str], *, width: int = 160, height: int = 10) -> str:
-    """One cell per run (oldest first), coloured by outcome, each with its own <title>."""
-    width, height = max(int(width), 10), max(int(height), 4)
-    n = len(outcomes)
-    cw = width / n if n else width
-    out = [f'<svg xmlns="{SVG_NS}" class="outcome-strip" role="img" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" data-runs="{n}"><title>{esc(f"outcomes of {n} runs")}</title>']
-    for i, outcome in enumerate(outcomes):
-        colour = OUTCOME_COLOURS.get(outcome, UNKNOWN_COLOUR)
-        out.append(f'<rect class="cell outcome-{esc(outcome)}" data-outcome="{esc(outcome)}" x="{_n(i * cw)}" y="0" '
-                   f'width="{_n(max(cw - (0.5 if cw > 3 else 0), 0.5))}" height="{height}" fill="{colour}">'
-                   f"<title>run {i + 1}: {esc(outcome)}</title></rect>")
-    out.append("</svg>")
-    return "".join(out)
 
 
 def mini_sparkline_svg(values: Sequence[float | None], *, threshold: float | None = None, points: int = 30,

@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, require_binary
 from monitor.probe import run_probe
 from monitor.result import ProbeResult, ProbeSpec
-from monitor.timeline import outcome_strip_svg, sparkline_svg, timeline_svg
+from monitor.timeline import mini_outcome_strip_svg, mini_sparkline_svg, timeline_svg
 from servers import run_on_pty
 
 CHAT = "/v1/chat/completions"
@@ -134,19 +134,29 @@ def test_a_failed_probe_without_a_response_still_draws():
 
 
 def test_sparkline_and_outcome_strip():
-    root = parse(sparkline_svg([0.4, 0.5, None, 2.5, 0.3], threshold=2.0))
-    assert len(with_class(root, "point")) == 4 and len(with_class(root, "no-token")) == 1
-    assert len(with_class(root, "over")) == 1
-    assert with_class(root, "threshold")[0].get("data-threshold") == "2"
-    assert len(root.findall(f"{SVG}polyline")) == 2  # the gap breaks the line
-    parse(sparkline_svg([]))
-    parse(sparkline_svg([None]))
+    root = parse(mini_sparkline_svg([0.4, 0.5, None, 2.5, 0.3], threshold=2.0))
+    assert root.get("data-runs") == "5" and "last 0.300 s" in root.find("title").text
+    (line,) = with_class(root, "line")
+    assert line.get("d").count("M") == 2  # the run without a token breaks the line
+    (marks,) = with_class(root, "over")  # one mark over the threshold (2.5), one for the run without a token
+    assert marks.get("d").count("M") == 2
+    assert with_class(root, "threshold")
+    many = [0.3] * 100
+    many[57] = 3.0
+    root = parse(mini_sparkline_svg(many, threshold=2.0))
+    assert root.get("data-runs") == "100" and with_class(root, "line")[0].get("d").count(" ") < 2 * 31  # 30 columns
+    assert with_class(root, "over")[0].get("d").count("M") == 1  # the spike is not averaged away
+    parse(mini_sparkline_svg([]))
+    parse(mini_sparkline_svg([None]))
 
-    root = parse(outcome_strip_svg(["completed", "ended_early", "failed", "<x>"]))
-    cells = with_class(root, "cell")
+    root = parse(mini_outcome_strip_svg(["completed", "ended_early", "failed", "<x>"]))
+    cells = root.findall("rect")
     assert [c.get("fill") for c in cells[:3]] == ["#2e9d4f", "#e8891c", "#d23b3b"]
-    assert all(c.find(f"{SVG}title").text for c in cells)
-    assert cells[3].get("data-outcome") == "<x>"  # escaped in the text, intact once parsed
+    assert all(c.find("title").text for c in cells)
+    assert "&lt;x&gt;" in mini_outcome_strip_svg(["<x>"])  # escaped in the text
+    flapping = parse(mini_outcome_strip_svg(["completed", "failed"] * 50))
+    assert len(flapping.findall("rect")) == 1 and flapping.find("rect").get("fill") == "#d23b3b"  # each column's worst
+    assert "(some)" in flapping.find("rect/title").text
 
 
 # ---- the --html page -----------------------------------------------------------------------------------------------
