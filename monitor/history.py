@@ -387,9 +387,10 @@ class History:
 
     def _encode_queued(self) -> None:
         with self._lock:
-            queued, self._queued = self._queued, []
+            queued = self._queued[:]  # they stay queued (and readers see them) until they are encoded
         rows = [((target, run.run), _row(target, run)) for target, run in queued]
         with self._lock:
+            del self._queued[:len(queued)]  # only record() adds to the queue, at its end
             for key, row in rows:
                 self._unwritten[key] = row
                 self._unwritten_bytes += _size(row)

@@ -96,6 +96,29 @@ def test_a_run_comes_back_whole_after_a_restart_and_numbering_continues(tmp_path
     assert recent.ttft_list() == pytest.approx([0.251, 0.252, 0.253, 0.255])  # the landing page's, from the file
 
 
+def test_a_run_being_encoded_is_still_seen_by_the_pages(tmp_path, monkeypatch):
+    """The writer takes queued runs to encode them outside its lock; a page read in that moment still sees them (it
+    once saw neither the queue nor the file: an empty history on a busy machine)."""
+    import threading
+    encoding, release = threading.Event(), threading.Event()
+    real_row = history_module._row
+
+    def slow_row(target, run):
+        encoding.set()
+        release.wait(10)
+        return real_row(target, run)
+
+    monkeypatch.setattr(history_module, "_row", slow_row)
+    with opened(tmp_path / "h.db") as h:
+        h.record("chat", result(1))
+        assert encoding.wait(10), "the writer never encoded the run"
+        try:
+            seen = [r.run for r in h.runs("chat")], [s.run for s in h.summaries("chat")], h.run("chat", 1)
+        finally:
+            release.set()
+    assert seen[0] == [1] and seen[1] == [1] and seen[2] is not None and stored(tmp_path / "h.db") == [("chat", 1)]
+
+
 def test_retention_keeps_the_newest_runs_per_target_and_deletes_old_ones(tmp_path):
     path = tmp_path / "h.db"
     with opened(path, per_target=3) as h:
