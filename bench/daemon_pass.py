@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cpu_profile as profiling
 from processes import DaemonProcess, Simulator, core_busy, proc_cpu, proc_status_kb, say, sleep_until
 from records import FLOOD_WAIT_SECONDS, Pairer, _wait_for_log, read_daemon_log, read_truth, summary_ms
 from workload import DEFAULT_CAP, ROOT, RUN_DIR, Workload, write_config
@@ -37,6 +38,9 @@ def daemon_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
         w1 = w0 + opts.window
         watched = [c for c in (monitor_core, sim_core) if c is not None]
         sleep_until(w0)
+        profiler = None
+        if opts.profile:
+            profiler = profiling.start(daemon.pid, opts.window, Path(opts.profile) / f"profile-{tag}.txt")
         cpu0, sim0, me0, busy0 = proc_cpu(daemon.pid), proc_cpu(sim.proc.pid), time.process_time(), core_busy(watched)
         rss_samples = []
         while time.time() < w1:  # RSS now and then (cheap reads of /proc)
@@ -44,6 +48,7 @@ def daemon_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
             rss_samples.append(proc_status_kb(daemon.pid, "VmRSS") or 0)
         cpu1, sim1, me1, busy1 = proc_cpu(daemon.pid), proc_cpu(sim.proc.pid), time.process_time(), core_busy(watched)
         real_w1 = time.time()
+        profile = profiling.finish(profiler, Path(opts.profile) / f"profile-{tag}.txt") if profiler else None
         time.sleep(w.stream_seconds + opts.tail)  # the window's probes finish and are logged
         if spec["kind"] == "flood":  # and one run of the flooding target, which lasts until its budget stops it
             _wait_for_log(log_path, b'"target": "flood"', b'"probe_finished"', timeout=FLOOD_WAIT_SECONDS,
@@ -72,6 +77,8 @@ def daemon_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
         out["simulator_core_busy_share"] = round((busy1[sim_core] - busy0[sim_core]) / window, 3)
         out["simulator_core_foreign_share"] = round(max(0.0, foreign) / window, 3)
     out.update(daemon_figures(spec, w, names, log_path, read_truth(truth_path), w0, real_w1, cpu1 - cpu0))
+    if profile is not None:
+        out["profile"] = profile
     out["config"] = str(config.relative_to(ROOT))
     out["daemon_log"] = str(log_path.relative_to(ROOT))
     if spec["kind"] == "flood":

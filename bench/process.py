@@ -39,6 +39,7 @@ from blackbox import blackbox_pass, blackbox_version, find_blackbox
 from daemon_pass import daemon_pass
 from install import code_state, daemon_command, describe_install, install, machine, resolve_python
 from processes import say
+from cpu_profile import find_py_spy
 from report import _f, _triple, evaluate, table
 from side_by_side import side_by_side_pass
 from workload import DEFAULT_JITTER, RESULTS, ROOT, RUN_DIR, Workload, level_spec
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                                                      "none, as the README installs it")
     parser.add_argument("--sim-python", default=sys.executable,
                         help="the interpreter that runs this tree's simulator (default: the one running this script)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record where the daemon's CPU goes over each level's window with py-spy (must be on "
+                             "PATH): DIR/profile-LEVEL.txt (collapsed stacks) and a summary in the JSON")
     parser.add_argument("--cores", default="0,1", help="MONITOR,SIMULATOR cores (default 0,1)")
     parser.add_argument("--out", default=str(RESULTS))
     opts = parser.parse_args(argv)
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cores = (monitor_core, sim_core)
         os.sched_setaffinity(0, {sim_core})  # this process (pip, the blackbox driver) stays off the monitor core
+    if opts.profile and not find_py_spy():
+        raise SystemExit("--profile needs py-spy on PATH: python3 -m pip install py-spy")
     started = time.monotonic()
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     if opts.python:

@@ -29,6 +29,7 @@ import ipaddress
 import math
 import os
 import platform
+import re
 import select
 import socket
 import ssl
@@ -117,6 +118,8 @@ READ_AHEAD_BYTES = 256 * 1024  # received but not yet read: past this, reading f
 PIECE_BYTES = 16 * 1024  # at most this much is handed over at once, so a slice of work stays short
 SLICE_SECONDS = 0.002  # a consumer that worked this long without waiting lets the others run first
 FAIR_WINDOW = 0.1
+MAX_HEAD_BYTES = 64 * 1024  # a response head longer than this is not looked at (h11 refuses past 16 KiB)
+_HEAD_END = re.compile(b"\n\r?\n")  # where h11 (its ReceiveBuffer) finds the blank line that ends a head
 FAIR_SHARE = 0.2  # a stream may keep the loop busy for this share of each window; past it, its reading pauses
 POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)  # httpx's defaults
 
@@ -478,6 +481,8 @@ class _Stream(httpcore.AsyncNetworkStream):
         self._slice = 0.0  # consumer work since the stream last waited or yielded
         self._window_start = 0.0
         self._window_busy = 0.0
+        self._head: bytes | None = None  # the response head read so far, while one is being read (from the request on)
+        self._held: tuple[bytes, Arrival] | None = None  # bytes past a head's end, for the next read
 
     # -- reading -------------------------------------------------------------------------------------------------------
 
@@ -487,32 +492,64 @@ class _Stream(httpcore.AsyncNetworkStream):
             if pause is not None:
                 await self._pause(pause)
         max_bytes = min(max_bytes, PIECE_BYTES)
+        held = self._held
+        if held is not None:
+            self._held = None
+            data, self.arrival = held
+            if len(data) > max_bytes:
+                self._held, data = (data[max_bytes:], self.arrival), data[:max_bytes]
+        else:
+            while (data := self._available(max_bytes)) is None:
+                await self._wait(timeout)
+        if data:
+            if self._head is not None:
+                data = self._up_to_head_end(data)
+            self._handed_at = time.perf_counter()
+        return data
+
+    def _available(self, max_bytes: int) -> bytes | None:
+        """The next piece received (b"" at the end; self.arrival says when it came), or None when nothing waits."""
         raw = self._raw
-        while True:
-            if self._tls is None:
-                if raw.chunks:
-                    data, self.arrival = raw.take(max_bytes)
-                    self._handed_at = time.perf_counter()
-                    return data
-            else:
+        if self._tls is None:
+            if raw.chunks:
+                data, self.arrival = raw.take(max_bytes)
+                return data
+        else:
+            while True:
                 data = self._tls_read(max_bytes)
                 if data is not None:
                     self.arrival = self._fed if data else Arrival(None, time.perf_counter())
-                    self._handed_at = time.perf_counter()
                     return data
-                if raw.chunks:
-                    chunk, self._fed = raw.take(RECV_BYTES)
-                    self._incoming.write(chunk)
-                    continue
-            if raw.error is not None:
-                raise httpcore.ReadError(str(raw.error) or type(raw.error).__name__) from raw.error
-            if raw.eof or raw.closed:
-                if self._tls is not None and not self._incoming.eof:
-                    self._incoming.write_eof()
-                    continue
-                self.arrival = Arrival(None, time.perf_counter())
-                return b""  # the end of the stream
-            await self._wait(timeout)
+                if not raw.chunks:
+                    break
+                chunk, self._fed = raw.take(RECV_BYTES)
+                self._incoming.write(chunk)
+        if raw.error is not None:
+            raise httpcore.ReadError(str(raw.error) or type(raw.error).__name__) from raw.error
+        if raw.eof or raw.closed:
+            if self._tls is not None and not self._incoming.eof:
+                self._incoming.write_eof()
+                return self._available(max_bytes)
+            self.arrival = Arrival(None, time.perf_counter())
+            return b""  # the end of the stream
+        return None
+
+    def _up_to_head_end(self, data: bytes) -> bytes:
+        """While a response head is being read, no byte past its end (the blank line, as h11 finds it) is handed over:
+        the rest, the body's first bytes, waits for the next read with its own arrival. So httpx's parser never holds
+        body bytes, and the body can be read past it (monitor.http_body). An informational head (1xx) is followed by
+        another head; a final one ends this."""
+        head = self._head + data
+        end = _HEAD_END.search(head, max(0, len(self._head) - 2))
+        if end is None:
+            self._head = head if len(head) <= MAX_HEAD_BYTES else None  # h11 refuses such a head anyway
+            return data
+        cut = end.end() - len(self._head)
+        self._head = b"" if head.startswith(b"HTTP/") and head[9:10] == b"1" else None
+        if cut < len(data):
+            self._held = (data[cut:], self.arrival)
+            data = data[:cut]
+        return data
 
     def _tls_read(self, max_bytes: int) -> bytes | None:
         """Plaintext available now (b"" at the end), or None when more ciphertext is needed."""
@@ -589,6 +626,7 @@ class _Stream(httpcore.AsyncNetworkStream):
             return
         if self.sent_at is None:  # the request's first bytes: the instant the probe's times are measured from
             self.sent_at = (time.time(), time.perf_counter())
+            self._head = b""
         if self._tls is None:
             await self._raw.send_all(buffer, timeout)
             return
@@ -666,7 +704,7 @@ class _Stream(httpcore.AsyncNetworkStream):
             return self._raw.sock
         if info == "is_readable":
             raw = self._raw
-            return bool(raw.chunks) or raw.eof or raw.error is not None or raw.closed
+            return bool(raw.chunks) or self._held is not None or raw.eof or raw.error is not None or raw.closed
         return None
 
 

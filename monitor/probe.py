@@ -16,6 +16,7 @@ try:  # what httpcore's pool loads (anyio's asyncio backend, for its locks) must
 except ImportError:  # pragma: no cover - only a warm-up
     pass
 
+from .http_body import Body
 from .dialects import Dialect, Usage, known_sum, make_dialect
 from . import network
 from .network import http_transport
@@ -481,7 +482,8 @@ async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline
                 body = await _read_some(response)
                 recorder.conclude(FAILED, "http_status", f"HTTP {response.status_code}: {body}".rstrip(": "))
                 return
-            async for chunk in response.aiter_raw():
+            body = Body(response, response.extensions["network_stream"], spec.idle_timeout)
+            while chunk := await body.read():
                 if recorder.on_body(chunk):
                     return
                 if on_progress is not None:
