@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 import zlib
@@ -192,11 +193,11 @@ class StreamRecorder:
         self.got_headers = True
         r.status_code = response.status_code  # the last response's: after a reconnect, the reconnect's
         r.http_version = response.http_version
-        headers = response.headers
+        headers = dict(response.headers.items())  # lower-case names; a plain dict is ~10x quicker to look up
         if self.part == 1:
             r.headers_seconds = now
             r.response_headers = {k: headers[k] for k in STREAMING_HEADERS if k in headers}
-            self._server_report(headers, now)
+            self._server_report(response.headers, headers, now)
         else:
             self.resume.result.status_code = response.status_code
             if not 200 <= response.status_code < 300:
@@ -289,9 +290,10 @@ class StreamRecorder:
         if warning not in self.result.warnings:  # a reconnect's response may repeat the first one's
             self.result.warnings.append(warning)
 
-    def _server_report(self, headers: httpx.Headers, now: float) -> None:
+    def _server_report(self, response_headers: httpx.Headers, headers: dict[str, str], now: float) -> None:
         """The server's timing headers and request id; a malformed one is ignored, with a warning in the trace."""
-        report = read_server_report(headers, headers.get_list(SERVER_TIMING))
+        report = read_server_report(headers, response_headers.get_list(SERVER_TIMING) if SERVER_TIMING in headers
+                                    else [])
         self.result.server_timing, self.result.request_id = report.timing, report.request_id
         for ignored in report.ignored:
             self._trace(now, "warning", "server_timing", None, f"ignored {ignored}")
@@ -452,30 +454,27 @@ def _conclude(recorder: StreamRecorder | None, result: ProbeResult, outcome: str
         result.outcome, result.reason, result.detail = outcome, reason, detail
 
 
-class _NoCookies(httpx.Cookies):
-    """A probe's client lives for one request and keeps no cookies. Reading each response's Set-Cookie into
-    urllib's CookieJar (behind httpx.Cookies) cost ~100 us of a probe's ~1.2 ms of CPU (in-process, one at a time)."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        pass
+@functools.cache
+def _client_headers() -> httpx.Headers:
+    """The headers an httpx client adds to every request (Accept, Accept-Encoding, Connection, User-Agent), taken from
+    httpx itself once: a probe sends exactly what `httpx.AsyncClient` would."""
+    return httpx.AsyncClient(transport=httpx.AsyncBaseTransport(), trust_env=False).headers
 
 
 async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline: asyncio.Timeout,
                     on_progress: Callable[[ProbeResult], None] | None = None) -> None:
-    timeout = httpx.Timeout(spec.idle_timeout)
-    async with httpx.AsyncClient(transport=http_transport(spec.verify_tls), timeout=timeout, trust_env=False) as client:
-        client._cookies = _NoCookies()  # httpx's public setter would wrap it in a plain Cookies
-        http_request = client.build_request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            content=request.content,
-            extensions={"trace": recorder.on_trace},
-        )
+    """One request on a connection of its own. The transport is used directly, as a client would use it with
+    follow_redirects off and no cookie jar: a client's set-up and its layers cost ~0.2 ms of CPU a probe."""
+    headers = httpx.Headers(_client_headers())
+    headers.update(request.headers)
+    http_request = httpx.Request(request.method, request.url, headers=headers, content=request.content,
+                                 extensions={"trace": recorder.on_trace,
+                                             "timeout": httpx.Timeout(spec.idle_timeout).as_dict()})
+    async with http_transport(spec.verify_tls) as transport:
         if recorder.part == 1:  # a reconnect stays on the first request's time axis and within its timeout
             recorder.start()
             deadline.reschedule(asyncio.get_running_loop().time() + spec.timeout)
-        response = await client.send(http_request, stream=True)
+        response = await transport.handle_async_request(http_request)
         try:
             recorder.on_headers(response)
             if not 200 <= response.status_code < 300:

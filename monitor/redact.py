@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -25,6 +26,7 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: (REDACTED if is_secret_name(k) else v) for k, v in headers.items()}
 
 
+@functools.lru_cache(maxsize=4096)  # a target's URL is redacted at every run: once is enough
 def redact_url(url: str) -> str:
     """The URL without a password in its userinfo and without secret query parameters (e.g. Gemini's `key=`)."""
     try:
