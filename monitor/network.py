@@ -328,7 +328,7 @@ class _StallReader:
         # that arrived in one may have been merged into one read with the newest one's stamp
         self.blind: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
         self._tick_handle: asyncio.TimerHandle | None = None
-        self._stop: threading.Event | None = None  # the running thread's own stop signal
+        self._running = False  # a thread reads for this loop (it ends by itself, see _run)
         self._lock = threading.Lock()  # the loop starts a thread while the last one ends
         # Sockets in error (a reset): on uvloop the loop's reader is not called back for a reset that comes right
         # behind data (libuv treats POLLERR on a poll handle as the handle's own failure), so the stream waited for
@@ -345,11 +345,10 @@ class _StallReader:
         if self._tick_handle is None:
             self.alive_at = time.perf_counter()
             self._tick_handle = sock.loop.call_later(STALL_TICK, self._tick)
-        with self._lock:  # a thread that is ending has cleared _stop under this lock first
-            if self._stop is None:
-                self._stop = threading.Event()
-                threading.Thread(target=self._run, args=(self._stop,), name="sse-monitor-stall-reader",
-                                 daemon=True).start()
+        with self._lock:  # a thread that is ending has cleared _running under this lock first
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="sse-monitor-stall-reader", daemon=True).start()
 
     def forget(self, sock: _Socket) -> None:
         self.sockets.discard(sock)
@@ -365,9 +364,10 @@ class _StallReader:
         loop = self._loop()
         self._tick_handle = loop.call_later(STALL_TICK, self._tick) if self.sockets and loop is not None else None
 
-    def _run(self, stop: threading.Event) -> None:
+    def _run(self) -> None:
         woke = idle_since = time.perf_counter()
-        while not stop.wait(STALL_TICK):
+        while True:
+            time.sleep(STALL_TICK)  # (a plain sleep: an Event's wait cost more Python at 500 wakes a second)
             now = time.perf_counter()
             if self.sockets:
                 idle_since = now
@@ -375,7 +375,7 @@ class _StallReader:
                 if now - idle_since > STALL_READER_LINGER or self._loop() is None:
                     with self._lock:  # watch() may be adding a socket right now: end only if it did not
                         if not self.sockets:
-                            self._stop = None
+                            self._running = False
                             return
                 woke = now
                 continue
@@ -397,7 +397,7 @@ class _StallReader:
                 except RuntimeError:  # the loop is closed
                     break
         with self._lock:
-            self._stop = None
+            self._running = False
 
 
     def _read_troubled(self) -> bool | None:

@@ -461,13 +461,19 @@ def _client_headers() -> httpx.Headers:
     return httpx.AsyncClient(transport=httpx.AsyncBaseTransport(), trust_env=False).headers
 
 
+@functools.lru_cache(maxsize=4096)
+def _url(url: str) -> httpx.URL:
+    """A target's URL, parsed once (httpx.URL is immutable; parsing it cost ~40 us a probe)."""
+    return httpx.URL(url)
+
+
 async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline: asyncio.Timeout,
                     on_progress: Callable[[ProbeResult], None] | None = None) -> None:
     """One request on a connection of its own. The transport is used directly, as a client would use it with
     follow_redirects off and no cookie jar: a client's set-up and its layers cost ~0.2 ms of CPU a probe."""
     headers = httpx.Headers(_client_headers())
     headers.update(request.headers)
-    http_request = httpx.Request(request.method, request.url, headers=headers, content=request.content,
+    http_request = httpx.Request(request.method, _url(request.url), headers=headers, content=request.content,
                                  extensions={"trace": recorder.on_trace,
                                              "timeout": httpx.Timeout(spec.idle_timeout).as_dict()})
     async with http_transport(spec.verify_tls) as transport:
