@@ -18,6 +18,7 @@ _SECRET_PARTS = frozenset(
 _PARTS = re.compile(r"[-_.]")
 
 
+@functools.lru_cache(maxsize=1024)  # the same few names (log keys, header names) come back at every probe
 def is_secret_name(name: str) -> bool:
     return any(part in _SECRET_PARTS for part in _PARTS.split(name.lower()))
 
