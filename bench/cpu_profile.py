@@ -26,7 +26,7 @@ def start(pid: int, seconds: float, out: Path) -> subprocess.Popen:
     """py-spy recording `pid` for `seconds` into `out` (collapsed stacks), idle frames left out."""
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [find_py_spy() or "py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-               "--rate", str(RATE), "--format", "raw", "--nonblocking", "--threads", "--output", str(out)]
+               "--rate", str(RATE), "--format", "raw", "--nonblocking", "--gil", "--output", str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

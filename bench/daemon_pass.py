@@ -132,7 +132,9 @@ def daemon_figures(spec: dict, w: Workload, names: list[str], log_path: Path, tr
     out["events_in_window"] = round(events)
     out["events_per_second"] = round(events / window, 1)
     out["mean_open_streams"] = round(stream_seconds / window, 1)
-    out["cpu_us_per_event"] = round(cpu_seconds / events * 1e6, 1) if events else None
+    out["cpu_us_per_event"] = round(cpu_seconds / events * 1e6, 1) if events else None  # all in: probes' set-up too
+    out["probes_in_window"] = len(in_window)
+    out["cpu_us_per_probe"] = round(cpu_seconds / len(in_window) * 1e6, 1) if in_window else None  # events too
     unmatched = [r for records in truth.values() for r in records
                  if w0 <= r["received"] <= w1 and id(r) not in pairer.used]
     out["simulator_requests_in_window"] = sum(1 for rs in truth.values() for r in rs if w0 <= r["received"] <= w1)

@@ -49,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer levels, shorter windows (<= 3 minutes)")
     parser.add_argument("--levels", help="comma-separated: stream counts, cap[:TARGETS], flood[:HEALTHY], "
-                                         "steady[:TARGETS] (default 50,200,500,1000,cap,flood,steady; quick "
-                                         "200,1000,flood)")
+                                         "probes[:TARGETS], steady[:TARGETS] (default 50,200,probes,500,1000,2000,"
+                                         "cap,flood,steady; quick 200,probes,1000,flood)")
     parser.add_argument("--steady-window", type=float, default=300.0,
                         help="the steady level's window after its warm-up (five intervals), seconds (default 300)")
     parser.add_argument("--steady-no-prefill", dest="steady_prefill", action="store_false",
                         help="start the steady level with an empty history (the RSS curve shows it filling)")
-    parser.add_argument("--blackbox-levels", help="stream counts for blackbox_exporter (default 50,200,500,1000; "
+    parser.add_argument("--blackbox-levels", help="stream counts for blackbox_exporter (default 50,200,500,1000,2000; "
                                                   "quick 200; '' for none)")
     parser.add_argument("--side-by-side-levels", help="stream counts at which the daemon and blackbox_exporter run "
                                                       "at the same time on the same core (default 200,1000; quick "
@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     w = Workload(opts)
     if opts.warmup < w.interval + 1:
         raise SystemExit(f"--warmup must be at least the interval + 1 s ({w.interval + 1:g})")
-    default_levels = "200,1000,flood" if quick else "50,200,500,1000,cap,flood,steady"
+    default_levels = "200,probes,1000,flood" if quick else "50,200,probes,500,1000,2000,cap,flood,steady"
     levels = [level_spec(x.strip(), w) for x in (default_levels if opts.levels is None else opts.levels).split(",")
               if x.strip()]
-    bb_levels = [level_spec(x.strip(), w) for x in (("200" if quick else "50,200,500,1000") if opts.blackbox_levels
+    bb_levels = [level_spec(x.strip(), w) for x in (("200" if quick else "50,200,500,1000,2000") if opts.blackbox_levels
                                                      is None else opts.blackbox_levels).split(",") if x.strip()]
     if any(b["kind"] != "streams" for b in bb_levels):
         raise SystemExit("--blackbox-levels: stream counts only")
@@ -211,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
               f"file {st['history_file_mb']} MB; history writer {_f(100 * (st['history_writer_share_of_daemon_cpu'] or 0), 1)} % "
               f"of the daemon's CPU ({_f(100 * st['daemon_core_share'], 0)} % of a core); TTFT error p50/p99/max "
               f"{_triple(g['ttft_error'])} ms")
+    split = results["targets"]["cpu_us_per_event_at_200"].get("split")
+    if split:
+        print(f"\nCPU per event and per probe, apart (fitted from the levels {' and '.join(split['from'])}: "
+              f"{split['method']}): {split['cpu_us_per_event']} us per event, "
+              f"{split['cpu_us_per_probe_outside_events']} us per probe outside its events")
     print()
     for key, v in results["targets"].items():
         if v["target"] is None:

@@ -21,6 +21,7 @@ DEFAULT_JITTER = 5.0  # scheduler.jitter's default
 CAP_TARGETS = 230  # the "default cap" level: as many targets as the 200-stream level, max_concurrent left alone
 FLOOD_HEALTHY = 20  # the flood level: this many healthy targets beside one flooding target
 FLOOD_QUERY = "endless=1&rate=1000000000"  # valid events, as fast as the simulator makes them, never ending
+PROBES_STREAMS = 200  # the probes level runs as many probes a second as this stream level, each a one-token stream
 
 
 def first_run_offset(name: str, interval: float) -> float:
@@ -45,7 +46,8 @@ class Workload:
 
 def level_spec(name: str, w: Workload) -> dict:
     """'200' (streams), 'cap' / 'cap:230' (targets at the default max_concurrent), 'flood' / 'flood:20',
-    'steady' / 'steady:1000' (targets with full history: bench/steady.py)."""
+    'steady' / 'steady:1000' (targets with full history: bench/steady.py), 'probes' / 'probes:232' (as many
+    targets as the 200-stream level, each run a one-token stream: what a probe costs beside its events)."""
     kind, _, n = name.partition(":")
     if kind == "steady":
         from steady import steady_spec
@@ -63,8 +65,12 @@ def level_spec(name: str, w: Workload) -> dict:
         healthy = int(n or FLOOD_HEALTHY)
         return {"name": name, "kind": "flood", "streams": round(healthy * w.stream_seconds / w.interval) + 1,
                 "targets": healthy + 1, "healthy": healthy, "max_concurrent": None}
-    raise SystemExit(f"--levels: unknown level {name!r} (a number of streams, cap[:TARGETS], flood[:HEALTHY] or "
-                     "steady[:TARGETS])")
+    if kind == "probes":
+        targets = int(n or w.targets_for(PROBES_STREAMS))
+        return {"name": name, "kind": "probes", "streams": round(targets * w.ttft / w.interval), "targets": targets,
+                "max_concurrent": None}
+    raise SystemExit(f"--levels: unknown level {name!r} (a number of streams, cap[:TARGETS], flood[:HEALTHY], "
+                     "probes[:TARGETS] or steady[:TARGETS])")
 
 
 def target_names(spec: dict) -> list[str]:
@@ -87,6 +93,8 @@ def write_config(path: Path, spec: dict, w: Workload, base: str) -> list[str]:
     names = target_names(spec)
     for name in names:
         query = f"{FLOOD_QUERY}&ttft={w.ttft:g}" if name == "flood" else w.query
+        if spec["kind"] == "probes":
+            query = f"ttft={w.ttft:g}&tokens=1&rate={w.rate:g}"
         lines.append(f"  - {{name: {name}, url: '{base}{PATH}?{query}&tag={name}'}}")
     path.write_text("\n".join(lines) + "\n")
     return names

@@ -52,6 +52,7 @@ class LoopLagMonitor:
         self.metrics = metrics
         self.bound = bound
         self._late: collections.deque[float] = collections.deque(maxlen=10_000)  # perf_counter times of late wake-ups
+        self._sleeping_since: float | None = None  # the sample in progress: when its sleep began
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -63,11 +64,17 @@ class LoopLagMonitor:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def lagged_between(self, start: float, end: float) -> bool:
+        """Whether the loop was late by more than the bound between `start` and `end`: a late wake-up seen in that
+        span, or the sample in progress already overdue at `end` (a probe that finishes right after a stall may run
+        before the sample's own wake-up does)."""
+        since = self._sleeping_since
+        if since is not None and end - since - LAG_SAMPLE_SECONDS > self.bound and since <= end:
+            return True
         return any(start <= t <= end for t in reversed(self._late))
 
     async def _run(self) -> None:
         while True:
-            before = time.perf_counter()
+            before = self._sleeping_since = time.perf_counter()
             await asyncio.sleep(LAG_SAMPLE_SECONDS)
             now = time.perf_counter()
             lag = max(0.0, now - before - LAG_SAMPLE_SECONDS)

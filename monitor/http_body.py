@@ -1,10 +1,10 @@
-"""A streamed response's body, read past httpx once it has parsed the head: the HTTP/1.1 framing undone in one pass a read.
+"""A response's body, read once h11 has parsed the head: the HTTP/1.1 framing undone in one pass a read.
 
-httpx (h11 under httpcore) parses the request and the response head; for the body of an event stream its path is
-five async generators and an h11 event per chunk for every read, about half of a probe's CPU per event. Here the
-connection's network stream (monitor.network._Stream, which hands httpx nothing past the head) is read directly and
-the framing is undone as h11 would: chunked (RFC 9112 7.1), Content-Length, or until the close. What h11 would raise,
-this raises, as the same httpx exceptions with the same words, so a probe's reasons do not change.
+Through httpcore, the body of an event stream took five async generators and an h11 event per chunk for every read,
+about half of a probe's CPU per event. Here the connection's network stream (monitor.network._Stream, which hands the
+head's parser nothing past the head) is read directly and the framing is undone as h11 would: chunked (RFC 9112 7.1),
+Content-Length, or until the close. What h11 (under httpcore, under httpx) would raise, this raises, as the same httpx
+exceptions with the same words, so a probe's reasons do not change.
 """
 
 from __future__ import annotations
@@ -27,18 +27,20 @@ class Body:
     """The body of one response. `read()` returns the payload that each read of the connection brought (the stream's
     `arrival` says when), b"" once the body is complete."""
 
-    def __init__(self, response: httpx.Response, stream: _Stream, timeout: float | None) -> None:
+    def __init__(self, status_code: int, headers: list[tuple[bytes, bytes]], stream: _Stream,
+                 timeout: float | None) -> None:
+        """`headers`: the response's, names in lower case, as h11 parsed (and checked) them."""
         self._stream = stream
         self._timeout = timeout
         self.ended = False
-        headers = response.headers
-        self._chunked = "transfer-encoding" in headers  # h11 accepts no other transfer coding
+        framing = {name: value for name, value in headers if name in (b"transfer-encoding", b"content-length")}
+        self._chunked = b"transfer-encoding" in framing  # h11 accepts no other transfer coding
         self._left = 0  # payload bytes still to come: of this chunk, or of the Content-Length
         self._length: int | None = None
-        if response.status_code in (204, 304):
+        if status_code in (204, 304):
             self._length = 0
-        elif not self._chunked and "content-length" in headers:
-            self._length = int(headers["content-length"])  # h11 checked it
+        elif not self._chunked and b"content-length" in framing:
+            self._length = int(framing[b"content-length"])
         if self._length is not None:
             self._left = self._length
             self.ended = self._length == 0

@@ -50,6 +50,7 @@ import httpx
 def ssl_context(verify: bool) -> ssl.SSLContext:
     """One SSL context per process and mode: building one costs ~20 ms of CPU."""
     context = ssl.create_default_context(cafile=certifi.where())
+    context.set_alpn_protocols(["http/1.1"])  # as httpcore offers it with HTTP/2 off
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -121,7 +122,6 @@ FAIR_WINDOW = 0.1
 MAX_HEAD_BYTES = 64 * 1024  # a response head longer than this is not looked at (h11 refuses past 16 KiB)
 _HEAD_END = re.compile(b"\n\r?\n")  # where h11 (its ReceiveBuffer) finds the blank line that ends a head
 FAIR_SHARE = 0.2  # a stream may keep the loop busy for this share of each window; past it, its reading pauses
-POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)  # httpx's defaults
 
 
 class Arrival(typing.NamedTuple):
@@ -836,20 +836,3 @@ async def _connect_one(loop: asyncio.AbstractEventLoop, af: int, address: tuple,
         sock.close()
         raise
     return sock
-
-
-def http_transport(verify: bool) -> httpx.AsyncHTTPTransport:
-    """The transport `httpx.AsyncClient(verify=...)` would build, its connection pool on _Backend."""
-    context = ssl_context(verify)
-    transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=context,
-        max_connections=POOL_LIMITS.max_connections,
-        max_keepalive_connections=POOL_LIMITS.max_keepalive_connections,
-        keepalive_expiry=POOL_LIMITS.keepalive_expiry,
-        http1=True,
-        http2=False,
-        retries=0,
-        network_backend=_BACKEND,
-    )
-    return transport

@@ -17,10 +17,9 @@ try:  # what httpcore's pool loads (anyio's asyncio backend, for its locks) must
 except ImportError:  # pragma: no cover - only a warm-up
     pass
 
-from .http_body import Body
 from .dialects import Dialect, Usage, known_sum, make_dialect
 from . import network
-from .network import http_transport
+from .transport import ProbeTransport
 from .redact import redact_url, scrub, secret_values
 from .result import (
     CLOCK_KERNEL,
@@ -469,14 +468,14 @@ def _url(url: str) -> httpx.URL:
 
 async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline: asyncio.Timeout,
                     on_progress: Callable[[ProbeResult], None] | None = None) -> None:
-    """One request on a connection of its own. The transport is used directly, as a client would use it with
-    follow_redirects off and no cookie jar: a client's set-up and its layers cost ~0.2 ms of CPU a probe."""
+    """One request on a connection of its own (ProbeTransport). The transport is used directly, as a client would use
+    it with follow_redirects off and no cookie jar: a client's set-up and its layers cost ~0.2 ms of CPU a probe."""
     headers = httpx.Headers(_client_headers())
     headers.update(request.headers)
     http_request = httpx.Request(request.method, _url(request.url), headers=headers, content=request.content,
                                  extensions={"trace": recorder.on_trace,
                                              "timeout": httpx.Timeout(spec.idle_timeout).as_dict()})
-    async with http_transport(spec.verify_tls) as transport:
+    async with ProbeTransport(spec.verify_tls) as transport:
         if recorder.part == 1:  # a reconnect stays on the first request's time axis and within its timeout
             recorder.start()
             deadline.reschedule(asyncio.get_running_loop().time() + spec.timeout)
@@ -487,8 +486,7 @@ async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline
                 body = await _read_some(response)
                 recorder.conclude(FAILED, "http_status", f"HTTP {response.status_code}: {body}".rstrip(": "))
                 return
-            body = Body(response, response.extensions["network_stream"], spec.idle_timeout)
-            while chunk := await body.read():
+            while chunk := await response.stream.read():
                 if recorder.on_body(chunk):
                     return
                 if on_progress is not None:

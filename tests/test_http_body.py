@@ -1,6 +1,6 @@
-"""The body read past httpx (monitor.http_body) against h11 itself: a real loopback server sends the same bytes, in the
-same segments, to a stock httpx client (h11 undoes the framing) and to the probe's path (network._Stream stops at the
-head, http_body.Body reads on). Both must hand over the same payload, or fail with the same exception and words."""
+"""The probe's transport (monitor.transport, its body read by monitor.http_body) against httpx's own: a real loopback
+server sends the same bytes, in the same segments, to a stock httpx client (httpcore and h11) and to one on
+ProbeTransport. Both must hand over the same payload, or fail with the same exception and words."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import time
 import httpx
 import pytest
 
-from monitor.http_body import Body
-from monitor.network import http_transport
+from monitor.transport import ProbeTransport
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
 CHUNKED = HEAD + b"transfer-encoding: chunked\r\n\r\n"
@@ -99,16 +98,12 @@ async def read_with_h11(url: str) -> tuple[list[bytes], str | None]:
 
 async def read_with_body(url: str) -> tuple[list[bytes], str | None]:
     pieces: list[bytes] = []
-    async with httpx.AsyncClient(transport=http_transport(True), timeout=5) as client:
-        response = await client.send(client.build_request("GET", url), stream=True)
+    async with httpx.AsyncClient(transport=ProbeTransport(), timeout=5) as client, client.stream("GET", url) as response:
         try:
-            body = Body(response, response.extensions["network_stream"], 5)
-            while piece := await body.read():
+            async for piece in response.aiter_raw():
                 pieces.append(piece)
         except httpx.HTTPError as exc:
             return pieces, f"{type(exc).__name__}: {exc}"
-        finally:
-            await response.aclose()
     return pieces, None
 
 
