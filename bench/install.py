@@ -110,3 +110,36 @@ def machine() -> dict:
     return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
             "bench_python": platform.python_version(), "load_average_at_start": list(os.getloadavg()),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+_WAKEUP_PROBE = """
+import asyncio, json, sys, time
+try:
+    import uvloop
+    run = uvloop.run
+except ImportError:
+    run = asyncio.run
+async def main():
+    out = {}
+    for period in (0.002, 0.02):  # (shorter than uvloop's whole-ms timers would not sleep at all)
+        n = int(1.0 / period)
+        c0 = time.process_time()
+        for _ in range(n):
+            await asyncio.sleep(period)
+        out[f"{period * 1000:g}ms"] = round((time.process_time() - c0) / n * 1e6, 1)
+    print(json.dumps(out))
+run(main())
+"""
+
+
+def wakeup_cost(python: str, core: int | None) -> dict:
+    """The CPU that one wake-up of an idle event loop costs on this machine (a bare sleep loop, nothing else), at a
+    few sleep lengths, on the monitor's core: the floor under every figure per event or per probe. On a VM it is
+    often tens of microseconds (halting and waking the virtual CPU), on bare metal a few."""
+    preexec = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+    try:
+        out = subprocess.run([python, "-c", _WAKEUP_PROBE], capture_output=True, text=True, timeout=30,
+                             preexec_fn=preexec, check=True).stdout
+        return {"cpu_us_per_wakeup_by_sleep": json.loads(out)}
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return {"error": str(exc)}

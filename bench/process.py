@@ -37,7 +37,7 @@ from typing import Any
 
 from blackbox import blackbox_pass, blackbox_version, find_blackbox
 from daemon_pass import daemon_pass
-from install import code_state, daemon_command, describe_install, install, machine, resolve_python
+from install import code_state, daemon_command, describe_install, install, machine, resolve_python, wakeup_cost
 from processes import say
 from cpu_profile import find_py_spy
 from report import _f, _triple, evaluate, table
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     binary = find_blackbox()
     results: dict[str, Any] = {
         "benchmark": "bench/process.py: the installed `sse-monitor run` process, against the simulator on loopback",
-        "machine": machine(),
+        "machine": {**machine(), "wakeup_cost": wakeup_cost(python, cores[0])},
         "code": code_state(),
         "installed": installed,
         "daemon_command": env["daemon_cmd"],
@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
 
     m, i = results["machine"], installed
     print(f"\n{m['cpu_model']}, {m['cores']} cores, kernel {m['kernel']}, {m['date']}")
+    wakeups = m["wakeup_cost"].get("cpu_us_per_wakeup_by_sleep")
+    if wakeups:
+        print("one wake-up of an idle event loop costs " + ", ".join(f"{us} us after {after}" for after, us in
+                                                                    wakeups.items()) + " of CPU on the monitor's core")
     print(f"measured: {' '.join(env['daemon_cmd'])} run — sse-monitor {i.get('sse-monitor')} installed from "
           f"{results['code']['describe'] or '?'} (uncommitted: {len(results['code']['uncommitted'])} files), Python "
           f"{i['python']}, {'uvloop' if i['uvloop'] else 'asyncio loop (no uvloop)'}, httpx {i.get('httpx')}")

@@ -10,6 +10,7 @@ exceptions with the same words, so a probe's reasons do not change.
 from __future__ import annotations
 
 import re
+import typing
 
 import httpcore
 import httpx
@@ -62,13 +63,46 @@ class Body:
             if not data:
                 self._at_close()
                 return b""
-            if self._chunked:
-                data = self._unchunk(data)
-            elif self._length is not None:
-                data = self._counted(data)
-            if data:
+            if data := self._unframe(data):
                 return data
         return b""
+
+    async def pump(self, on_payload: typing.Callable[[bytes], bool]) -> bool:
+        """Push each read's payload to `on_payload` as it arrives (network._Stream.pump: from the loop's reader
+        callback, no task woken per piece) until it returns True (then True) or the body is complete (False)."""
+        stopped = False
+
+        def consume(data: bytes) -> bool:
+            nonlocal stopped
+            if not data:
+                self._at_close()
+                return True
+            payload = self._unframe(data)
+            if payload and on_payload(payload):
+                stopped = True
+                return True
+            if self._error is not None:  # found after the payload: it was handed over first
+                raise self._error
+            return self.ended
+
+        if self._error is not None:
+            raise self._error
+        if self.ended:
+            return False
+        try:
+            await self._stream.pump(consume, self._timeout)
+        except httpcore.ReadTimeout as exc:
+            raise httpx.ReadTimeout(str(exc)) from exc
+        except httpcore.ReadError as exc:
+            raise httpx.ReadError(str(exc)) from exc
+        return stopped
+
+    def _unframe(self, data: bytes) -> bytes:
+        if self._chunked:
+            return self._unchunk(data)
+        if self._length is not None:
+            return self._counted(data)
+        return data
 
     def _at_close(self) -> None:
         if self._chunked:

@@ -13,6 +13,10 @@ stamps (tried: 10 segments 10 ms apart, read 300 ms later in 60-byte pieces: eve
 stamp). The stamps are exact while the loop reads each socket before its next segment arrives; for an LLM stream
 (tens of milliseconds between chunks) that is a loop late by less than that gap. Fair reading below keeps it so.
 
+The body is pushed (`_Stream.pump`): the reader callback hands each piece to the probe's consumer as it arrives, with
+no task woken and no future made per piece; the response head is pulled (`_Stream.read`, for h11), and a read never
+hands over a byte past the head's end.
+
 Fair reading: a stream whose bytes keep arriving faster than they are processed (a flood) would keep the event loop
 busy and delay every other target. Each stream measures the time its consumer spends on what it handed over; after
 SLICE_SECONDS of work without waiting it yields to the loop, and when its work exceeds FAIR_SHARE of a FAIR_WINDOW it
@@ -157,6 +161,7 @@ class _Socket:
         self.error: OSError | None = None
         self.closed = False
         self.waiter: asyncio.Future[None] | None = None
+        self.consumer: typing.Callable[[], None] | None = None  # a pumping stream's drain: called instead of waking
         self._reading = False
         self._held = False  # reading paused on purpose (the stream is throttled)
         self._lock = threading.Lock()  # the loop and the stall reader never read the socket at once
@@ -257,6 +262,9 @@ class _Socket:
             self.waiter = None
 
     def _wake(self) -> None:
+        if self.consumer is not None:
+            self.consumer()
+            return
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -483,6 +491,11 @@ class _Stream(httpcore.AsyncNetworkStream):
         self._window_busy = 0.0
         self._head: bytes | None = None  # the response head read so far, while one is being read (from the request on)
         self._held: tuple[bytes, Arrival] | None = None  # bytes past a head's end, for the next read
+        self._pumped: asyncio.Future[None] | None = None  # while pump() runs: done when the consumer is
+        self._consume: typing.Callable[[bytes], bool] | None = None
+        self._idle_timeout: float | None = None
+        self._last_piece = 0.0  # loop time the consumer last finished a piece (pump's idle timeout runs from it)
+        self._paused = False
 
     # -- reading -------------------------------------------------------------------------------------------------------
 
@@ -618,6 +631,97 @@ class _Stream(httpcore.AsyncNetworkStream):
         else:
             await asyncio.sleep(0)
         self._slice = 0.0
+
+    # -- pushing (the body) --------------------------------------------------------------------------------------------
+
+    async def pump(self, consume: typing.Callable[[bytes], bool], timeout: float | None = None) -> None:
+        """Hand every piece that arrives to `consume` (self.arrival says when it came), b"" once at the end, until it
+        returns True. `consume` runs in the loop's reader callback as the bytes arrive: no task wakes, no future is
+        made for a piece, which was half of a probe's CPU per event. Its exceptions, a read error, and `timeout`
+        seconds without a piece (httpcore.ReadTimeout) end the pump by raising here. Fair as read() is: a consumer
+        that keeps the loop busy past SLICE_SECONDS lets the others run first; past its FAIR_SHARE of a FAIR_WINDOW
+        the socket is not read for the rest of the window (`throttled`)."""
+        loop = self._loop
+        done = self._pumped = loop.create_future()
+        self._consume, self._idle_timeout = consume, timeout
+        self._last_piece = loop.time()
+        self._window_start, self._window_busy = time.perf_counter(), 0.0
+        self._raw.consumer = self._drain
+        if timeout is not None:
+            self._timer = loop.call_at(self._last_piece + timeout, self._check_idle)
+        try:
+            self._raw.start_reading()
+            self._drain()
+            await done
+        finally:
+            self._raw.consumer = None
+            self._consume = self._pumped = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _drain(self) -> None:
+        """Give the consumer what has arrived; called by the socket when bytes (or the end) arrive."""
+        done = self._pumped
+        if done is None or done.done() or self._paused:
+            return
+        started = piece_started = time.perf_counter()
+        try:
+            while True:
+                held = self._held
+                if held is not None:
+                    self._held = None
+                    data, self.arrival = held
+                else:
+                    data = self._available(PIECE_BYTES)
+                    if data is None:
+                        self._raw.start_reading()
+                        return
+                finished = self._consume(data) or not data
+                self._last_piece = self._loop.time()
+                if finished:
+                    done.set_result(None)
+                    return
+                now = time.perf_counter()
+                if self._over_share(now - piece_started, now):
+                    return
+                if now - started > SLICE_SECONDS:  # let the other streams' callbacks run first
+                    self._loop.call_soon(self._drain)
+                    return
+                piece_started = now
+        except BaseException as exc:  # the consumer's verdict (the stream ended early, ...) or a read error
+            if not done.done():
+                done.set_exception(exc)
+
+    def _over_share(self, work: float, now: float) -> bool:
+        """Count the consumer's work; past its share of the window, stop reading for the rest of it."""
+        if now - self._window_start >= FAIR_WINDOW:
+            self._window_start, self._window_busy = now, 0.0
+        self._window_busy += work
+        if self._window_busy <= FAIR_SHARE * FAIR_WINDOW:
+            return False
+        self.throttled = self._paused = True
+        self._raw.hold(True)
+        self._loop.call_later(self._window_start + FAIR_WINDOW - now, self._resume)
+        return True
+
+    def _resume(self) -> None:
+        self._paused = False
+        self._window_start, self._window_busy = time.perf_counter(), 0.0
+        self._last_piece = self._loop.time()  # the pause was ours, not the server's silence
+        self._raw.hold(False)
+        self._drain()
+
+    def _check_idle(self) -> None:
+        self._timer = None
+        done = self._pumped
+        if done is None or done.done() or self._idle_timeout is None:
+            return
+        deadline = self._last_piece + self._idle_timeout
+        if self._loop.time() >= deadline and not self._paused:
+            done.set_exception(httpcore.ReadTimeout(""))
+        else:
+            self._timer = self._loop.call_at(max(deadline, self._loop.time() + 0.001), self._check_idle)
 
     # -- writing -------------------------------------------------------------------------------------------------------
 

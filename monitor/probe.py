@@ -486,12 +486,15 @@ async def _exchange(spec: ProbeSpec, request, recorder: StreamRecorder, deadline
                 body = await _read_some(response)
                 recorder.conclude(FAILED, "http_status", f"HTTP {response.status_code}: {body}".rstrip(": "))
                 return
-            while chunk := await response.stream.read():
+            def on_piece(chunk: bytes) -> bool:  # called as each piece arrives (the body is pushed)
                 if recorder.on_body(chunk):
-                    return
+                    return True
                 if on_progress is not None:
                     on_progress(recorder.result)
-            recorder.on_eof()
+                return False
+
+            if not await response.stream.pump(on_piece):
+                recorder.on_eof()
         finally:
             await response.aclose()
             # The response and its stream refer to each other: left so, everything the probe touched (connection,

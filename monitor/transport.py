@@ -45,8 +45,8 @@ async def _no_trace(name: str, info: dict) -> None:
 
 
 class ResponseBody(httpx.AsyncByteStream):
-    """The response's body: `read()` one read's payload at a time (http_body.Body), or iterated as httpx streams are.
-    Closing it closes the connection."""
+    """The response's body (http_body.Body): pushed as it arrives (`pump`), pulled a read's payload at a time
+    (`read()`), or iterated as httpx streams are. Closing it closes the connection."""
 
     def __init__(self, body: Body, stream: _Stream) -> None:
         self._body = body
@@ -54,6 +54,9 @@ class ResponseBody(httpx.AsyncByteStream):
 
     async def read(self) -> bytes:
         return await self._body.read()
+
+    async def pump(self, on_payload: typing.Callable[[bytes], bool]) -> bool:
+        return await self._body.pump(on_payload)
 
     async def __aiter__(self) -> typing.AsyncIterator[bytes]:
         while piece := await self._body.read():

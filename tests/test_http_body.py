@@ -96,8 +96,25 @@ async def read_with_h11(url: str) -> tuple[list[bytes], str | None]:
     return pieces, None
 
 
-async def read_with_body(url: str) -> tuple[list[bytes], str | None]:
+async def read_with_body(url: str, pushed: bool = False) -> tuple[list[bytes], str | None]:
+    """Pulled as httpx streams are read (aiter_raw), or pushed as the probe reads it (pump)."""
     pieces: list[bytes] = []
+
+    def take(piece: bytes) -> bool:
+        pieces.append(piece)
+        return False
+
+    if pushed:  # the transport on its own, as the probe uses it
+        async with ProbeTransport() as transport:
+            request = httpx.Request("GET", url, extensions={"timeout": httpx.Timeout(5).as_dict()})
+            response = await transport.handle_async_request(request)
+            try:
+                await response.stream.pump(take)
+            except httpx.HTTPError as exc:
+                return pieces, f"{type(exc).__name__}: {exc}"
+            finally:
+                await response.aclose()
+        return pieces, None
     async with httpx.AsyncClient(transport=ProbeTransport(), timeout=5) as client, client.stream("GET", url) as response:
         try:
             async for piece in response.aiter_raw():
@@ -111,12 +128,14 @@ async def read_with_body(url: str) -> tuple[list[bytes], str | None]:
 def test_the_body_is_what_h11_makes_of_the_same_bytes(scripted_server, name):
     url = f"{scripted_server}/{name.replace(' ', '%20')}"
     expected, expected_error = asyncio.run(read_with_h11(url))
-    got, error = asyncio.run(read_with_body(url))
-    assert (b"".join(got), error) == (b"".join(expected), expected_error)
-    assert all(got)  # no empty piece before the end
+    for pushed in (False, True):
+        got, error = asyncio.run(read_with_body(url, pushed))
+        assert (b"".join(got), error) == (b"".join(expected), expected_error), "pushed" if pushed else "pulled"
+        assert all(got)  # no empty piece before the end
 
 
-def test_each_piece_is_one_read_of_the_connection(scripted_server):
+@pytest.mark.parametrize("pushed", [False, True])
+def test_each_piece_is_one_read_of_the_connection(scripted_server, pushed):
     """One chunk a segment: a piece per segment, never two segments merged (each keeps its own arrival)."""
-    got, error = asyncio.run(read_with_body(f"{scripted_server}/one%20chunk%20a%20segment"))
+    got, error = asyncio.run(read_with_body(f"{scripted_server}/one%20chunk%20a%20segment", pushed))
     assert (got, error) == ([EVENT, EVENT], None)
