@@ -14,8 +14,9 @@ from starlette.types import Receive, Scope, Send
 
 from .faults import SimulatedDrop, _huge_line
 from .format import Event, Format
+from .lateness import Paced
 from .params import Params
-from .timeline import timeline
+from .timeline import _Clock, timeline
 from .truth import Truth
 
 
@@ -30,12 +31,14 @@ def encode_event(event: Event, eol: bytes, event_id: int | None = None) -> bytes
     return head + b"data: " + data.encode() + eol + eol
 
 
-async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False,
-                       truth: Truth | None = None, start: int = 1) -> AsyncIterator[bytes]:
-    """The bytes of a stream, one chunk per timeline step, each produced when its step is due; tokens from `start`."""
+async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False, truth: Truth | None = None,
+                       start: int = 1, paced: Paced | None = None) -> AsyncIterator[bytes]:
+    """The bytes of a stream, one chunk per timeline step, each produced when its step is due; tokens from `start`.
+    With `paced`, a token chunk's due time goes with it to the sender (Stream), which measures its lateness."""
     eol = p.line_ending.encode()
     render = {"preamble": fmt.preamble, "token": fmt.token, "end": fmt.end, "error": fmt.error}
-    async for kind, n in timeline(p, t0, instant, start):
+    clock = _Clock(p.heartbeat, instant)
+    async for kind, n in timeline(p, t0, instant, start, clock):
         if kind == "drop":
             raise SimulatedDrop
         if kind == "heartbeat":
@@ -48,6 +51,8 @@ async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False,
             if events:
                 event_id = n if kind == "token" and p.ids else None
                 chunk = b"".join(encode_event(e, eol, event_id) for e in events)
+                if paced is not None and kind == "token":
+                    paced.due = clock.due
                 if truth is not None and kind == "token" and truth.first_token is None:
                     truth.first_token = time.time()  # the consumer sends this chunk as soon as it is yielded
                     yield chunk
@@ -78,12 +83,13 @@ class Stream(Response):
     """A streamed body that stops as soon as the client goes away, and may end in a SimulatedDrop."""
 
     def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str], status_code: int = 200,
-                 truth: Truth | None = None) -> None:
+                 truth: Truth | None = None, paced: Paced | None = None) -> None:
         self.chunks = chunks
         self.status_code = status_code
         self.background = None
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         self.truth = truth
+        self.paced = paced
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         dropped = False
@@ -109,6 +115,8 @@ class Stream(Response):
         async with contextlib.aclosing(self.chunks) as chunks:
             async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if self.paced is not None:
+                    self.paced.sent()
                 await asyncio.sleep(0)  # let a disconnect be noticed even when the body never waits
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
