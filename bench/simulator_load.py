@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import select
 import socket
 import subprocess
@@ -42,8 +43,8 @@ class _Client:
 
     TICK = 0.05
 
-    def __init__(self, port: int, streams: int) -> None:
-        self.request = (f"GET /v1/chat/completions?{QUERY} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    def __init__(self, port: int, streams: int, query: str) -> None:
+        self.request = (f"GET /v1/chat/completions?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                         "Connection: close\r\n\r\n").encode()
         self.port, self.streams = port, streams
         self.poll = select.epoll()
@@ -96,8 +97,22 @@ class _Client:
         sock.close()
 
 
-def client_main(port: int, streams: int, window_from: float, window_to: float, end: float) -> None:
-    print(json.dumps(_Client(port, streams).run(window_from, window_to, end)), flush=True)
+def client_main(port: int, streams: int, query: str, window_from: float, window_to: float, end: float) -> None:
+    print(json.dumps(_Client(port, streams, query).run(window_from, window_to, end)), flush=True)
+
+
+def _system_cpu(pid: int) -> float:
+    """stime of a process, seconds: its time in the kernel (sends on loopback, accepts, closes)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def _softirq(core: int) -> float:
+    """Seconds a core spent in softirqs since boot (/proc/stat): on loopback, much of TCP's work for both ends."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            return int(line.split()[7]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def _lateness(base_url: str) -> dict[str, Any]:
@@ -105,7 +120,8 @@ def _lateness(base_url: str) -> dict[str, Any]:
         return json.load(r)
 
 
-def level(python: str, streams: int, warmup: float, seconds: float, cores: tuple[int, int]) -> dict[str, Any]:
+def level(python: str, streams: int, query: str, warmup: float, seconds: float,
+          cores: tuple[int, int]) -> dict[str, Any]:
     """One level: a fresh simulator and client; the window's figures."""
     run = OUT / "simulator-load"
     run.mkdir(parents=True, exist_ok=True)
@@ -114,13 +130,18 @@ def level(python: str, streams: int, warmup: float, seconds: float, cores: tuple
     start = time.time()
     window_from, window_to = start + warmup, start + warmup + seconds
     client = subprocess.Popen(
-        [python, __file__, "--client", str(port), str(streams), str(window_from), str(window_to), str(window_to + 1)],
+        [python, __file__, "--client", str(port), str(streams), query, str(window_from), str(window_to),
+         str(window_to + 1)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=pinned(cores[0]))
     try:
         sleep_until(window_from)
-        cpu0, busy0, t0, late0 = proc_cpu(sim.proc.pid), core_busy(list(cores)), time.time(), _lateness(sim.base_url)
+        cpu0, sys0, busy0, t0 = proc_cpu(sim.proc.pid), _system_cpu(sim.proc.pid), core_busy(list(cores)), time.time()
+        soft0 = _softirq(cores[1])
+        late0 = _lateness(sim.base_url)
         sleep_until(window_to)
-        cpu1, busy1, t1, late1 = proc_cpu(sim.proc.pid), core_busy(list(cores)), time.time(), _lateness(sim.base_url)
+        cpu1, sys1, busy1, t1 = proc_cpu(sim.proc.pid), _system_cpu(sim.proc.pid), core_busy(list(cores)), time.time()
+        soft1 = _softirq(cores[1])
+        late1 = _lateness(sim.base_url)
         out, _ = client.communicate(timeout=STREAM_SECONDS + 30)
     finally:
         client.kill()
@@ -134,8 +155,10 @@ def level(python: str, streams: int, warmup: float, seconds: float, cores: tuple
         "streams_done": got["streams_done"], "failed": got["failed"],
         "simulator_core_share": round(cpu / elapsed, 3),
         "simulator_cpu_us_per_event": round(cpu / max(got["events"], 1) * 1e6, 1),
+        "simulator_system_us_per_event": round((sys1 - sys0) / max(got["events"], 1) * 1e6, 1),
         "client_core_busy_share": round((busy1[cores[0]] - busy0[cores[0]]) / elapsed, 3),
         "simulator_core_foreign_share": round((busy1[cores[1]] - busy0[cores[1]] - cpu) / elapsed, 3),
+        "simulator_core_softirq_share": round((soft1 - soft0) / elapsed, 3),
         "lateness": {**late, "max_seconds_since_start": late1["max_seconds"]},
     }
 
@@ -145,28 +168,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default="1000,2000", help="comma-separated stream counts (default 1000,2000)")
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds before the window (default 8)")
     parser.add_argument("--window", type=float, default=20.0, help="the window, seconds (default 20, at most 40)")
+    parser.add_argument("--query", default=QUERY, help=f"each request's parameters (default {QUERY})")
     parser.add_argument("--python", default=sys.executable, help="the interpreter that runs the simulator and client")
     parser.add_argument("--cores", default="0,1", help="client core, simulator core (default 0,1)")
     parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
-    parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.client:
-        port, streams, *times = opts.client
-        client_main(int(port), int(streams), *map(float, times))
+        port, streams, query, *times = opts.client
+        client_main(int(port), int(streams), query, *map(float, times))
         return 0
     cores = tuple(int(c) for c in opts.cores.split(","))
     results = []
     for n in (int(s) for s in opts.streams.split(",")):
-        r = level(opts.python, n, opts.warmup, min(opts.window, 40.0), cores)
+        r = level(opts.python, n, opts.query, opts.warmup, min(opts.window, 40.0), cores)
         late = r["lateness"]
         say(f"{n} streams (open {r['open_mean']}): simulator {r['simulator_core_share']:.0%} of its core, "
-            f"{r['simulator_cpu_us_per_event']} µs/event, {r['events_per_second']} events/s; lateness p50 "
+            f"{r['simulator_cpu_us_per_event']} µs/event ({r['simulator_system_us_per_event']} in the kernel), "
+            f"{r['events_per_second']} events/s; lateness p50 "
             f"{_ms(late['p50_seconds'])} p99 {_ms(late['p99_seconds'])} max {_ms(late['top_seconds'])} ms, "
-            f"{late['early']} early of {late['events']}; foreign on its core {r['simulator_core_foreign_share']:.0%}")
+            f"{late['early']} early of {late['events']}; its core: {r['simulator_core_foreign_share']:.0%} not the "
+            f"simulator's ({r['simulator_core_softirq_share']:.0%} softirq)")
         results.append(r)
     if opts.out:
         opts.out.write_text(json.dumps({"benchmark": "bench/simulator_load.py: the simulator (not the product)",
-                                        "query": QUERY, "levels": results}, indent=2) + "\n")
+                                        "query": opts.query, "levels": results}, indent=2) + "\n")
     return 0
 
 

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .anthropic import Anthropic
 from .faults import SimulatedDrop, first_event, garbage, gzip_bomb, gzipped
@@ -25,7 +26,7 @@ from .lateness import Lateness, Paced
 from .openai_chat import OpenAIChat
 from .openai_responses import OpenAIResponses
 from .params import BadParam, Params, parse_params, resume_point
-from .stream import Stream, buffered, event_stream
+from .stream import SERVER_SEND, Stream, buffered, event_stream
 from .truth import RECEIVED_KEY, Truth, TruthLog
 
 DIALECT_PATHS: dict[str, str] = {
@@ -99,7 +100,7 @@ def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None,
         except BadParam as exc:
             response: Response = JSONResponse(fmt.error_body(400, str(exc)), status_code=400)
             if truth_log is not None:
-                _unstreamed(truth_log.request(request.url.path, request.query_params.get("tag"), received, entered),
+                _unstreamed(truth_log.request(request.scope["path"], request.query_params.get("tag"), received, entered),
                             response)
             return response
         p = _capped(p, fmt.output_cap())
@@ -107,7 +108,7 @@ def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None,
         if last is not None or p.resume_fault == "noids":  # a resumed stream carries ids, unless they are the fault
             p = dataclasses.replace(p, ids=p.resume_fault != "noids")
         await asyncio.sleep(p.headers_delay)
-        truth = truth_log.request(request.url.path, p.tag, received, entered) if truth_log is not None else None
+        truth = truth_log.request(request.scope["path"], p.tag, received, entered) if truth_log is not None else None
         response = await respond(p, fmt, t0, truth, first_event(last, p.resume_fault), lateness)
         if truth is not None and not isinstance(response, Stream):
             _unstreamed(truth, response)
@@ -151,6 +152,14 @@ def quiet_drops() -> None:
         uvicorn_log.addFilter(_QuietDrops())
 
 
+class _Simulator(Starlette):
+    """Starlette, passing the server's own `send` on in the scope (SERVER_SEND) for Stream's body chunks."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(truth_log: TruthLog | None = None) -> Starlette:
     """The simulator's ASGI app: one route per wire format, a health check, and its own lateness (GET /-/lateness:
     Lateness.reading()). With a `truth_log`, every request to a format's route is recorded in it (see TruthLog)."""
@@ -170,5 +179,5 @@ def create_app(truth_log: TruthLog | None = None) -> Starlette:
     async def late(request: Request) -> Response:
         return JSONResponse(lateness.reading())
 
-    return Starlette(routes=[*routes, Route("/-/healthy", _healthy, methods=["GET"]),
+    return _Simulator(routes=[*routes, Route("/-/healthy", _healthy, methods=["GET"]),
                              Route("/-/lateness", late, methods=["GET"])])
