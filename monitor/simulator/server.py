@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
 import struct
@@ -114,6 +115,7 @@ def serve(host: str = "127.0.0.1", port: int = 8900, truth_log: str | None = Non
         if log is not None:
             server.config.http = _stamping_protocol()
             _enable_receive_stamps(server.socket)
+        _freeze_what_stays()
         server.run(sockets=[server.socket])
     finally:
         if log is not None:
@@ -122,6 +124,14 @@ def serve(host: str = "127.0.0.1", port: int = 8900, truth_log: str | None = Non
                 print(f"sse-monitor simulator: truth log {log.path}: {log.written} records written, "
                       f"{log.dropped} not (bound of {log.max_records} reached, or a write failed)",
                       file=sys.stderr, flush=True)
+
+
+def _freeze_what_stays() -> None:
+    """Everything made so far (modules, the app) stays for good: out of the garbage collector's sight, so that a full
+    collection walks only the streams' objects (else it stalls every stream for 40-100 ms under load)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(700, 10, 1000)
 
 
 class RunningSimulator:

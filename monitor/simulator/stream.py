@@ -136,19 +136,22 @@ class Stream(Response):
 
 
 class _Watch:
-    """Cancels the task sending a response once its client has gone (http.disconnect); a plain asyncio task, as an
-    anyio task group costs ~0.1 ms a stream (its cancellation message formats the task's repr)."""
+    """Cancels the task sending a response if its client goes away (http.disconnect) before it has finished; a plain
+    asyncio task, as an anyio task group costs ~0.1 ms a stream (its cancellation message formats the task's repr).
+    Once the response is done the server's receive() says http.disconnect too, and the watch ends by itself: no
+    cancellation, whose exception and traceback would be garbage in cycles for the collector."""
 
     def __init__(self, receive: Receive, sender: asyncio.Task[Any]) -> None:
-        self.gone = False
+        self.gone = self.finished = False
         self.sender = sender
         self.task = asyncio.get_running_loop().create_task(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
-        self.gone = True
-        self.sender.cancel()
+        if not self.finished:
+            self.gone = True
+            self.sender.cancel()
 
     def stop(self) -> None:
-        self.task.cancel()
+        self.finished = True
