@@ -131,7 +131,7 @@ def _freeze_what_stays() -> None:
     collection walks only the streams' objects (else it stalls every stream for 40-100 ms under load)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(700, 10, 1000)
+    gc.set_threshold(700, 10, 1000)  # the default, but a full collection only after 1,000 of the middle one
 
 
 class RunningSimulator:
