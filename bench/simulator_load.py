@@ -116,7 +116,8 @@ def _softirq(core: int) -> float:
 
 
 def _lateness(base_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{base_url}/-/lateness", timeout=10) as r:  # 127.0.0.1 only
+    """A reading of the simulator's GET /-/lateness (127.0.0.1; never through a proxy from the environment)."""
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"{base_url}/-/lateness", timeout=10) as r:
         return json.load(r)
 
 

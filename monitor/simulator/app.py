@@ -100,8 +100,8 @@ def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None,
         except BadParam as exc:
             response: Response = JSONResponse(fmt.error_body(400, str(exc)), status_code=400)
             if truth_log is not None:
-                _unstreamed(truth_log.request(request.scope["path"], request.query_params.get("tag"), received, entered),
-                            response)
+                tag = request.query_params.get("tag")
+                _unstreamed(truth_log.request(request.scope["path"], tag, received, entered), response)
             return response
         p = _capped(p, fmt.output_cap())
         fmt.thinking = p.thinking
