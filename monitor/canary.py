@@ -179,7 +179,7 @@ def _json(obj: dict[str, Any]) -> str:
 async def canary_stream(s: Shape, start: int = 1, ids: bool = True) -> AsyncIterator[bytes]:
     """The body of one stream, data events from id `start`; each chunk is produced when it is due."""
     # deadlines from now, as the response start has just gone out; on a finer clock than uvloop's (whole ms)
-    clock = _Clock(s.heartbeat, instant=False, now=time.monotonic)
+    clock = _Clock(s.heartbeat, instant=False)
 
     def ms() -> float:
         return round((time.monotonic() - clock.start) * 1000, 3)

@@ -15,16 +15,18 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .anthropic import Anthropic
 from .faults import SimulatedDrop, first_event, garbage, gzip_bomb, gzipped
 from .format import Format
 from .gemini import Gemini
 from .generic import Generic
+from .lateness import Lateness, Paced
 from .openai_chat import OpenAIChat
 from .openai_responses import OpenAIResponses
 from .params import BadParam, Params, parse_params, resume_point
-from .stream import Stream, buffered, event_stream
+from .stream import SERVER_SEND, Stream, buffered, event_stream
 from .truth import RECEIVED_KEY, Truth, TruthLog
 
 DIALECT_PATHS: dict[str, str] = {
@@ -39,10 +41,11 @@ EVENT_STREAM = "text/event-stream; charset=utf-8"
 REQUEST_IDS = itertools.count(1)  # the request ids sent with server_timing
 
 
-async def respond(p: Params, fmt: Format, t0: float, truth: Truth | None = None, start: int | None = 1) -> Response:
+async def respond(p: Params, fmt: Format, t0: float, truth: Truth | None = None, start: int | None = 1,
+                  lateness: Lateness | None = None) -> Response:
     """The response to one request whose parameters are valid, once its headers are due; its tokens from `start`
     (None: it asked to resume, and that is refused). A `truth` record is filled by a streamed response (Stream); the
-    caller completes it for any other."""
+    caller completes it for any other. A paced stream's token events are counted in `lateness`."""
     if p.redirect is not None:
         return RedirectResponse(p.redirect, status_code=302)
     if p.status is not None:
@@ -62,11 +65,16 @@ async def respond(p: Params, fmt: Format, t0: float, truth: Truth | None = None,
     if "json" in headers["content-type"].lower():
         return Response(json.dumps(fmt.whole(p.tokens)), headers=headers)
     # with content_length the events are made at once, long before the response goes out: first_token stays null
-    chunks = event_stream(p, fmt, t0, instant=p.content_length, truth=None if p.content_length else truth,
-                          start=start)
-    if p.gzip:
-        chunks, headers["content-encoding"] = gzipped(chunks), "gzip"
-    return await buffered(chunks, headers, truth) if p.content_length else Stream(chunks, headers, truth=truth)
+    if p.content_length:
+        chunks = event_stream(p, fmt, t0, instant=True, start=start)
+        return await buffered(gzipped(chunks) if p.gzip else chunks, _gzip_header(headers, p.gzip), truth)
+    paced = Paced(lateness) if lateness is not None else None
+    chunks = event_stream(p, fmt, t0, truth=truth, start=start, paced=paced)
+    return Stream(gzipped(chunks) if p.gzip else chunks, _gzip_header(headers, p.gzip), truth=truth, paced=paced)
+
+
+def _gzip_header(headers: dict[str, str], gzip: bool) -> dict[str, str]:
+    return {**headers, "content-encoding": "gzip"} if gzip else headers
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -77,9 +85,10 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None) -> Callable[[Request], Any]:
+def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None,
+              lateness: Lateness | None = None) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
-        t0 = asyncio.get_running_loop().time()
+        t0 = time.monotonic()
         if truth_log is not None:
             entered = time.time()
             received = request.scope.get(RECEIVED_KEY) or (None, "app")
@@ -91,16 +100,16 @@ def _endpoint(format_class: type[Format], truth_log: TruthLog | None = None) -> 
         except BadParam as exc:
             response: Response = JSONResponse(fmt.error_body(400, str(exc)), status_code=400)
             if truth_log is not None:
-                _unstreamed(truth_log.request(request.url.path, request.query_params.get("tag"), received, entered),
-                            response)
+                tag = request.query_params.get("tag")
+                _unstreamed(truth_log.request(request.scope["path"], tag, received, entered), response)
             return response
         p = _capped(p, fmt.output_cap())
         fmt.thinking = p.thinking
         if last is not None or p.resume_fault == "noids":  # a resumed stream carries ids, unless they are the fault
             p = dataclasses.replace(p, ids=p.resume_fault != "noids")
         await asyncio.sleep(p.headers_delay)
-        truth = truth_log.request(request.url.path, p.tag, received, entered) if truth_log is not None else None
-        response = await respond(p, fmt, t0, truth, first_event(last, p.resume_fault))
+        truth = truth_log.request(request.scope["path"], p.tag, received, entered) if truth_log is not None else None
+        response = await respond(p, fmt, t0, truth, first_event(last, p.resume_fault), lateness)
         if truth is not None and not isinstance(response, Stream):
             _unstreamed(truth, response)
         return response
@@ -143,10 +152,19 @@ def quiet_drops() -> None:
         uvicorn_log.addFilter(_QuietDrops())
 
 
+class _Simulator(Starlette):
+    """Starlette, passing the server's own `send` on in the scope (SERVER_SEND) for Stream's body chunks."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(truth_log: TruthLog | None = None) -> Starlette:
-    """The simulator's ASGI app: one route per wire format, plus a health check. With a `truth_log`, every request
-    to a format's route is recorded in it (see TruthLog)."""
+    """The simulator's ASGI app: one route per wire format, a health check, and its own lateness (GET /-/lateness:
+    Lateness.reading()). With a `truth_log`, every request to a format's route is recorded in it (see TruthLog)."""
     quiet_drops()
+    lateness = Lateness()
     formats = {
         "openai-chat": OpenAIChat,
         "openai-responses": OpenAIResponses,
@@ -155,6 +173,11 @@ def create_app(truth_log: TruthLog | None = None) -> Starlette:
         "generic": Generic,
     }
     paths = {**DIALECT_PATHS, "gemini": "/v1beta/models/{model}:streamGenerateContent"}
-    routes = [Route(paths[name], _endpoint(cls, truth_log), methods=["GET", "POST"], name=name)
+    routes = [Route(paths[name], _endpoint(cls, truth_log, lateness), methods=["GET", "POST"], name=name)
               for name, cls in formats.items()]
-    return Starlette(routes=[*routes, Route("/-/healthy", _healthy, methods=["GET"])])
+
+    async def late(request: Request) -> Response:
+        return JSONResponse(lateness.reading())
+
+    return _Simulator(routes=[*routes, Route("/-/healthy", _healthy, methods=["GET"]),
+                             Route("/-/lateness", late, methods=["GET"])])

@@ -120,12 +120,14 @@ class BadParam(ValueError):
     """An invalid parameter value; the message names the parameter."""
 
 
+FIELDS = tuple((f, "x-sim-" + f.name.replace("_", "-"), "x-sim-" + f.name) for f in dataclasses.fields(Params))
+
+
 def parse_params(query: Any, headers: Any) -> Params:
     """Parameters from the query (which wins) or the `X-Sim-*` headers; raises BadParam naming the culprit."""
-    values = {}
-    for f in dataclasses.fields(Params):
-        dashed = "x-sim-" + f.name.replace("_", "-")
-        raw = query.get(f.name, headers.get(dashed, headers.get("x-sim-" + f.name)))
+    values, sim = {}, _sim_headers(headers)
+    for f, dashed, plain in FIELDS:
+        raw = query.get(f.name, sim.get(dashed, sim.get(plain)))
         if raw is None:
             continue
         try:
@@ -138,6 +140,15 @@ def parse_params(query: Any, headers: Any) -> Params:
     if params.content_length and params.endless and params.drop_after is None and params.error_after is None:
         raise BadParam("parameter 'content_length' cannot buffer an endless stream (add drop_after or error_after)")
     return params
+
+
+def _sim_headers(headers: Any) -> dict[str, str]:
+    """The request's `X-Sim-*` headers by lower-case name, the first of each (as headers.get() finds it), read once."""
+    sim: dict[str, str] = {}
+    for name, value in headers.items():
+        if name.startswith("x-sim-"):
+            sim.setdefault(name, value)
+    return sim
 
 
 def resume_point(query: Any, headers: Any) -> int | None:

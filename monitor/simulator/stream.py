@@ -7,35 +7,44 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
-import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .faults import SimulatedDrop, _huge_line
 from .format import Event, Format
+from .lateness import Paced
 from .params import Params
-from .timeline import timeline
+from .timeline import _Clock, timeline
 from .truth import Truth
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode  # one encoder: json.dumps makes one a call
+SERVER_SEND = "sse_monitor.simulator.send"  # in the ASGI scope: the server's own send, under the app's wrappers
+YIELD_EVERY = 16  # chunks a body may send without waiting before the sender lets the loop run (a disconnect is seen)
+
+
 def encode_event(event: Event, eol: bytes, event_id: int | None = None) -> bytes:
-    """One event on the wire; a dict's JSON gets `sim_sent`, the send time on the system-wide monotonic clock."""
+    """One event on the wire; a dict's JSON gets `sim_sent` (its last key), the send time on the system-wide monotonic
+    clock."""
     name, data = event
     if isinstance(data, dict):
-        data = json.dumps({**data, "sim_sent": time.monotonic()}, separators=(",", ":"))
+        data = _JSON(data)[:-1] + ("," if data else "") + '"sim_sent":' + repr(time.monotonic()) + "}"
     head = b"event: " + name.encode() + eol if name else b""
     if event_id is not None:
         head = b"id: %d" % event_id + eol + head
     return head + b"data: " + data.encode() + eol + eol
 
 
-async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False,
-                       truth: Truth | None = None, start: int = 1) -> AsyncIterator[bytes]:
-    """The bytes of a stream, one chunk per timeline step, each produced when its step is due; tokens from `start`."""
+async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False, truth: Truth | None = None,
+                       start: int = 1, paced: Paced | None = None) -> AsyncIterator[bytes]:
+    """The bytes of a stream, one chunk per timeline step, each produced when its step is due; tokens from `start`.
+    With `paced`, a token chunk's due time goes with it to the sender (Stream), which measures its lateness."""
     eol = p.line_ending.encode()
     render = {"preamble": fmt.preamble, "token": fmt.token, "end": fmt.end, "error": fmt.error}
-    async for kind, n in timeline(p, t0, instant, start):
+    clock = _Clock(p.heartbeat, instant)
+    async for kind, n in timeline(p, t0, instant, start, clock):
         if kind == "drop":
             raise SimulatedDrop
         if kind == "heartbeat":
@@ -48,6 +57,8 @@ async def event_stream(p: Params, fmt: Format, t0: float, instant: bool = False,
             if events:
                 event_id = n if kind == "token" and p.ids else None
                 chunk = b"".join(encode_event(e, eol, event_id) for e in events)
+                if paced is not None and kind == "token":
+                    paced.due = clock.due
                 if truth is not None and kind == "token" and truth.first_token is None:
                     truth.first_token = time.time()  # the consumer sends this chunk as soon as it is yielded
                     yield chunk
@@ -78,42 +89,69 @@ class Stream(Response):
     """A streamed body that stops as soon as the client goes away, and may end in a SimulatedDrop."""
 
     def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str], status_code: int = 200,
-                 truth: Truth | None = None) -> None:
+                 truth: Truth | None = None, paced: Paced | None = None) -> None:
         self.chunks = chunks
         self.status_code = status_code
         self.background = None
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         self.truth = truth
+        self.paced = paced
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sender = asyncio.current_task()
+        assert sender is not None
+        watch = _Watch(receive, sender)
         dropped = False
         try:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope)
-                try:
-                    await self._send_all(send)
-                except SimulatedDrop:
-                    dropped = True
-                tasks.cancel_scope.cancel()
+            await self._send_all(send, scope.get(SERVER_SEND, send))
+        except SimulatedDrop:
+            dropped = True
+        except asyncio.CancelledError:
+            if not watch.gone or sender.uncancel() > 0:  # not (only) the client's leaving: someone else's cancel
+                raise
         finally:
+            watch.stop()
             if self.truth is not None:
                 self.truth.done()
         if dropped:
             raise SimulatedDrop
 
-    async def _send_all(self, send: Send) -> None:
+    async def _send_all(self, send: Send, body_send: Send) -> None:
+        """The response through the app's `send`; the body chunks, the bulk of it, through `body_send` (the server's
+        own send when the app put it in the scope: the app's wrappers only look at the response start)."""
         if self.truth is not None:
             self.truth.status = self.status_code
             self.truth.first_byte = time.time()
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         async with contextlib.aclosing(self.chunks) as chunks:
+            sent = 0
             async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await asyncio.sleep(0)  # let a disconnect be noticed even when the body never waits
+                await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if self.paced is not None:
+                    self.paced.sent()
+                sent += 1
+                if sent % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let a disconnect be noticed even when the body never waits
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
+class _Watch:
+    """Cancels the task sending a response if its client goes away (http.disconnect) before it has finished; a plain
+    asyncio task, as an anyio task group costs ~0.1 ms a stream (its cancellation message formats the task's repr).
+    Once the response is done the server's receive() says http.disconnect too, and the watch ends by itself: no
+    cancellation, whose exception and traceback would be garbage in cycles for the collector."""
+
+    def __init__(self, receive: Receive, sender: asyncio.Task[Any]) -> None:
+        self.gone = self.finished = False
+        self.sender = sender
+        self.task = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.finished:
+            self.gone = True
+            self.sender.cancel()
+
+    def stop(self) -> None:
+        self.finished = True

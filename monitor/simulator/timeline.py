@@ -3,41 +3,100 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
-from collections.abc import AsyncIterator, Callable
+import time
+import weakref
+from collections.abc import AsyncIterator
 
 from .params import Params
 
 Step = tuple[str, int]  # (kind, count): preamble, huge, heartbeat, token, end, error, drop
 
 
-class _Clock:
-    """Sleeps until absolute deadlines on the loop's clock (or `now`), yielding the heartbeats that fall due
-    meanwhile."""
+class _Ticker:
+    """Wakes the waits of one event loop whose deadlines (on time.monotonic()) have come, all from one timer set for
+    the earliest: a stream's wait costs a heap entry and a future, not a timer of its own. A timer fires at most once
+    per millisecond of uvloop's clock, and nothing spins: a deadline is released by the first firing at or after it
+    (it never goes out early); one still ahead then waits for a later firing."""
 
-    def __init__(self, heartbeat: float, instant: bool, now: Callable[[], float] | None = None) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.now = now or self.loop.time
-        self.start = self.now()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waits: list[tuple[float, int, asyncio.Future[None]]] = []  # a heap: (deadline, order, future)
+        self.order = itertools.count()
+        self.timer: asyncio.TimerHandle | None = None
+        self.armed = math.inf  # the deadline the timer is set for
+        self.done: asyncio.Future[None] = loop.create_future()  # what a deadline already passed waits for: nothing
+        self.done.set_result(None)
+
+    def wait(self, deadline: float) -> asyncio.Future[None]:
+        future = self.loop.create_future()
+        heapq.heappush(self.waits, (deadline, next(self.order), future))
+        if deadline < self.armed:
+            self._arm(deadline)
+        return future
+
+    def _arm(self, deadline: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.armed = deadline
+        self.timer = self.loop.call_later(max(deadline - time.monotonic(), TICK), self._fire)
+
+    def _fire(self) -> None:
+        self.timer, self.armed = None, math.inf
+        now, waits = time.monotonic(), self.waits
+        while waits and waits[0][0] <= now:
+            future = heapq.heappop(waits)[2]
+            if not future.done():  # not cancelled with its stream
+                future.set_result(None)
+        if waits:
+            self._arm(waits[0][0])
+
+
+TICK = 0.001  # uvloop's timer resolution: the shortest wait the ticker asks for
+_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = weakref.WeakKeyDictionary()
+
+
+def _ticker() -> _Ticker:
+    loop = asyncio.get_running_loop()
+    ticker = _TICKERS.get(loop)
+    if ticker is None:
+        ticker = _TICKERS[loop] = _Ticker(loop)
+    return ticker
+
+
+class _Clock:
+    """Sleeps until absolute deadlines on time.monotonic() (not uvloop's loop.time(): whole milliseconds of a coarse
+    clock), yielding the heartbeats that fall due meanwhile; `due` is the deadline last slept to."""
+
+    def __init__(self, heartbeat: float, instant: bool) -> None:
+        self.start = time.monotonic()
         self.instant = instant
         self.heartbeat = heartbeat
         self.next_beat = self.start + heartbeat if heartbeat > 0 and not instant else math.inf
+        self.due: float | None = None
+        self.ticker = _ticker()
 
     async def until(self, deadline: float) -> AsyncIterator[Step]:
         if self.instant:
             return
         while self.next_beat < deadline:
-            await self._sleep_until(self.next_beat)
+            await self.sleep_until(self.next_beat)
             yield ("heartbeat", 0)
             self.next_beat += self.heartbeat
-            now = self.now()
+            now = time.monotonic()
             while self.next_beat <= now:  # skip the beats a slow reader made us miss
                 self.next_beat += self.heartbeat
-        await self._sleep_until(deadline)
+        await self.sleep_until(deadline)
 
-    async def _sleep_until(self, deadline: float) -> None:
-        while (left := deadline - self.now()) > 0:  # timers may fire a little early (uvloop: whole ms)
-            await asyncio.sleep(left)
+    def sleep_until(self, deadline: float) -> asyncio.Future[None]:
+        """What to await to sleep until `deadline`: done already if it has passed (or the clock is instant); see `until`
+        for heartbeats. A future, not a coroutine: a waiting stream keeps one object fewer for the collector to walk."""
+        self.due = deadline
+        if self.instant or deadline <= time.monotonic():
+            return self.ticker.done
+        return self.ticker.wait(deadline)
 
 
 def in_stream(start: int, after: int | None) -> int | None:
@@ -55,11 +114,12 @@ def _token_time(p: Params, first: float, i: int, start: int = 1) -> float:
     return first + (i - start) / p.rate + paused
 
 
-async def timeline(p: Params, t0: float, instant: bool = False, start: int = 1) -> AsyncIterator[Step]:
-    """The steps of one stream, each yielded when it is due (at once when instant): the only timing logic. Tokens
-    are counted from `start` (a resumed stream's first), due after ttft as usual; see in_stream() for the drop,
-    error and pause."""
-    clock = _Clock(p.heartbeat, instant)
+async def timeline(p: Params, t0: float, instant: bool = False, start: int = 1,
+                   clock: _Clock | None = None) -> AsyncIterator[Step]:
+    """The steps of one stream, each yielded when it is due (at once when instant): the only timing logic. `t0`: the
+    request's arrival on time.monotonic(). Tokens are counted from `start` (a resumed stream's first), due after ttft
+    as usual; see in_stream() for the drop, error and pause. A `clock` given says when each step was due (its `due`)."""
+    clock = clock or _Clock(p.heartbeat, instant)
     yield ("preamble", 0)
     if p.huge_line:
         yield ("huge", p.huge_line)
@@ -68,8 +128,12 @@ async def timeline(p: Params, t0: float, instant: bool = False, start: int = 1) 
     sent = start - 1
     while (p.endless or sent < p.tokens) and sent != drop_after and sent != error_after:
         sent += 1
-        async for beat in clock.until(_token_time(p, first, sent, start)):
-            yield beat
+        due = _token_time(p, first, sent, start)
+        if clock.next_beat < due:
+            async for beat in clock.until(due):
+                yield beat
+        else:  # no heartbeat on the way: a plain wait, without a generator of its own
+            await clock.sleep_until(due)
         yield ("token", sent)
     if sent == drop_after:
         yield ("drop", sent)
