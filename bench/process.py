@@ -1,10 +1,10 @@
 """The process users run, measured: `sse-monitor run`, installed with pip, probing the simulator on loopback.
 
-    python3 bench/process.py --quick     # <= 3 minutes: 200 and 1,000 streams, the flood, blackbox alone at 200,
-                                         # the daemon and blackbox side by side at 200
-    python3 bench/process.py             # <= 15 minutes: 50, 200, 500, 1,000 streams, 230 targets at the default
-                                         # cap, the flood; blackbox_exporter alone at 50, 200, 500 and 1,000;
-                                         # side by side at 200 and 1,000
+    python3 bench/process.py --quick     # ~3 minutes: 200 streams, the probes level, 1,000 streams, the flood,
+                                         # blackbox alone at 200, the daemon and blackbox side by side at 200
+    python3 bench/process.py             # ~25 minutes: 50, 200, 500, 1,000, 2,000 streams, the probes level, 230
+                                         # targets at the default cap, the flood, 1,000 targets with full history;
+                                         # blackbox_exporter alone at 50 to 2,000; side by side at 200 and 1,000
 
 Installs sse-monitor as the README does (`python3 -m pip install .`, not editable) into a venv in bench/out/venv,
 then for each level starts the simulator (`python -m monitor.simulator --truth-log FILE`, this tree's) pinned to one
