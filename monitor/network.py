@@ -1,9 +1,10 @@
 """The network under httpx for probes: sockets read with the kernel's receive timestamps, fairly.
 
-httpx stays the client API; this module is the httpcore network backend beneath it. Each connection owns a
-non-blocking socket that the event loop's reader callback drains with `recvmsg`, so every piece of bytes carries the
-kernel's software receive timestamp of the segment that delivered it (`SO_TIMESTAMPING`, Linux). A probe's times are
-those stamps, not the moment Python got around to reading: a late event loop no longer shows up as a slow endpoint.
+httpx stays the client API; this module is the network beneath the probe's transport (monitor.transport), with
+httpcore's network-backend interface. Each connection owns a non-blocking socket that the event loop's reader callback
+drains with `recvmsg`, so every piece of bytes carries the kernel's software receive timestamp of the segment that
+delivered it (`SO_TIMESTAMPING`, Linux). A probe's times are those stamps, not the moment Python got around to
+reading: a late event loop no longer shows up as a slow endpoint.
 TLS runs on `ssl.SSLObject` over memory BIOs on the same socket, so the stamp is the ciphertext's arrival, which is
 what a user's client sees.
 
@@ -123,9 +124,9 @@ READ_AHEAD_BYTES = 256 * 1024  # received but not yet read: past this, reading f
 PIECE_BYTES = 16 * 1024  # at most this much is handed over at once, so a slice of work stays short
 SLICE_SECONDS = 0.002  # a consumer that worked this long without waiting lets the others run first
 FAIR_WINDOW = 0.1
-MAX_HEAD_BYTES = 64 * 1024  # a response head longer than this is not looked at (h11 refuses past 16 KiB)
-_HEAD_END = re.compile(b"\n\r?\n")  # where h11 (its ReceiveBuffer) finds the blank line that ends a head
 FAIR_SHARE = 0.2  # a stream may keep the loop busy for this share of each window; past it, its reading pauses
+MAX_HEAD_BYTES = 100 * 1024  # the longest response head h11 is let take (monitor.transport; httpcore's limit too)
+_HEAD_END = re.compile(b"\n\r?\n")  # where h11 (its ReceiveBuffer) finds the blank line that ends a head
 
 
 class Arrival(typing.NamedTuple):
@@ -467,9 +468,11 @@ def _stall_reader(loop: asyncio.AbstractEventLoop) -> _StallReader:
 
 
 class _Stream(httpcore.AsyncNetworkStream):
-    """One connection, as httpcore reads and writes it; TLS (after start_tls) on an SSLObject over memory BIOs.
+    """One connection, as the probe's transport (monitor.transport) writes and reads it, through httpcore's stream
+    interface; TLS (after start_tls) on an SSLObject over memory BIOs. The head is pulled (read), the body pushed
+    (pump).
 
-    `arrival` is the arrival of the bytes the last read returned: the probe's clock for what they carried.
+    `arrival` is the arrival of the bytes the last read (or piece pushed) carried: the probe's clock for them.
     """
 
     def __init__(self, raw: _Socket) -> None:
@@ -555,7 +558,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         head = self._head + data
         end = _HEAD_END.search(head, max(0, len(self._head) - 2))
         if end is None:
-            self._head = head if len(head) <= MAX_HEAD_BYTES else None  # h11 refuses such a head anyway
+            self._head = head if len(head) <= MAX_HEAD_BYTES else None  # h11 refuses a longer head anyway
             return data
         cut = end.end() - len(self._head)
         self._head = b"" if head.startswith(b"HTTP/") and head[9:10] == b"1" else None

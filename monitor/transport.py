@@ -17,10 +17,9 @@ import httpcore
 import httpx
 
 from .http_body import Body
-from .network import _BACKEND, _Stream, ssl_context
+from .network import _BACKEND, MAX_HEAD_BYTES, _Stream, ssl_context
 
 READ_BYTES = 64 * 1024  # one read of the response head (httpcore's READ_NUM_BYTES)
-MAX_HEAD_BYTES = 100 * 1024  # h11's receive buffer limit as httpcore sets it (MAX_INCOMPLETE_EVENT_SIZE)
 
 Trace = typing.Callable[[str, dict], typing.Awaitable[None]]
 
