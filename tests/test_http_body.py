@@ -85,9 +85,10 @@ def scripted_server():
     server.close()
 
 
-async def read_with_h11(url: str) -> tuple[list[bytes], str | None]:
+async def read_pulled(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tuple[list[bytes], str | None]:
+    """As httpx streams are read (aiter_raw), on httpx's own transport (httpcore, h11) or the given one."""
     pieces: list[bytes] = []
-    async with httpx.AsyncClient(timeout=5) as client, client.stream("GET", url) as response:
+    async with httpx.AsyncClient(transport=transport, timeout=5) as client, client.stream("GET", url) as response:
         try:
             async for piece in response.aiter_raw():
                 pieces.append(piece)
@@ -97,37 +98,31 @@ async def read_with_h11(url: str) -> tuple[list[bytes], str | None]:
 
 
 async def read_with_body(url: str, pushed: bool = False) -> tuple[list[bytes], str | None]:
-    """Pulled as httpx streams are read (aiter_raw), or pushed as the probe reads it (pump)."""
+    """On ProbeTransport: pulled as httpx streams are read, or pushed as the probe reads it (pump)."""
+    if not pushed:
+        return await read_pulled(url, ProbeTransport())
     pieces: list[bytes] = []
 
     def take(piece: bytes) -> bool:
         pieces.append(piece)
         return False
 
-    if pushed:  # the transport on its own, as the probe uses it
-        async with ProbeTransport() as transport:
-            request = httpx.Request("GET", url, extensions={"timeout": httpx.Timeout(5).as_dict()})
-            response = await transport.handle_async_request(request)
-            try:
-                await response.stream.pump(take)
-            except httpx.HTTPError as exc:
-                return pieces, f"{type(exc).__name__}: {exc}"
-            finally:
-                await response.aclose()
-        return pieces, None
-    async with httpx.AsyncClient(transport=ProbeTransport(), timeout=5) as client, client.stream("GET", url) as response:
+    async with ProbeTransport() as transport:  # on its own, as the probe uses it
+        request = httpx.Request("GET", url, extensions={"timeout": httpx.Timeout(5).as_dict()})
+        response = await transport.handle_async_request(request)
         try:
-            async for piece in response.aiter_raw():
-                pieces.append(piece)
+            await response.stream.pump(take)
         except httpx.HTTPError as exc:
             return pieces, f"{type(exc).__name__}: {exc}"
+        finally:
+            await response.aclose()
     return pieces, None
 
 
 @pytest.mark.parametrize("name", list(SCRIPTS))
 def test_the_body_is_what_h11_makes_of_the_same_bytes(scripted_server, name):
     url = f"{scripted_server}/{name.replace(' ', '%20')}"
-    expected, expected_error = asyncio.run(read_with_h11(url))
+    expected, expected_error = asyncio.run(read_pulled(url))
     for pushed in (False, True):
         got, error = asyncio.run(read_with_body(url, pushed))
         assert (b"".join(got), error) == (b"".join(expected), expected_error), "pushed" if pushed else "pulled"
