@@ -68,7 +68,7 @@ class LoopLagMonitor:
         span, or the sample in progress already overdue at `end` (a probe that finishes right after a stall may run
         before the sample's own wake-up does)."""
         since = self._sleeping_since
-        if since is not None and end - since - LAG_SAMPLE_SECONDS > self.bound and since <= end:
+        if since is not None and end - since - LAG_SAMPLE_SECONDS > self.bound:
             return True
         return any(start <= t <= end for t in reversed(self._late))
 

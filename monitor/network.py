@@ -48,7 +48,6 @@ from functools import cache
 
 import certifi
 import httpcore
-import httpx
 
 
 @cache
@@ -613,13 +612,20 @@ class _Stream(httpcore.AsyncNetworkStream):
         work = now - self._handed_at
         self._handed_at = None
         self._slice += work
+        overrun = self._window_overrun(work, now)
+        if overrun is not None:
+            return overrun
+        if self._slice > SLICE_SECONDS:
+            return 0.0
+        return None
+
+    def _window_overrun(self, work: float, now: float) -> float | None:
+        """Count `work` in the fairness window; past the stream's share, what is left of the window (seconds)."""
         if now - self._window_start >= FAIR_WINDOW:
             self._window_start, self._window_busy = now, 0.0
         self._window_busy += work
         if self._window_busy > FAIR_SHARE * FAIR_WINDOW:
             return self._window_start + FAIR_WINDOW - now
-        if self._slice > SLICE_SECONDS:
-            return 0.0
         return None
 
     async def _pause(self, seconds: float) -> None:
@@ -698,14 +704,12 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     def _over_share(self, work: float, now: float) -> bool:
         """Count the consumer's work; past its share of the window, stop reading for the rest of it."""
-        if now - self._window_start >= FAIR_WINDOW:
-            self._window_start, self._window_busy = now, 0.0
-        self._window_busy += work
-        if self._window_busy <= FAIR_SHARE * FAIR_WINDOW:
+        overrun = self._window_overrun(work, now)
+        if overrun is None:
             return False
         self.throttled = self._paused = True
         self._raw.hold(True)
-        self._loop.call_later(self._window_start + FAIR_WINDOW - now, self._resume)
+        self._loop.call_later(overrun, self._resume)
         return True
 
     def _resume(self) -> None:
