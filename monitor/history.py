@@ -369,9 +369,10 @@ class History:
             if not stopping:
                 time.sleep(BATCH_SECONDS)  # let a burst of finished runs share one commit
             try:
-                self._encode_queued()
                 if self._db is None and (stopping or time.monotonic() >= self._next_try):
                     self._try_open()
+                while self._encode_queued() and self._db is not None:  # a backlog: a batch at a time
+                    self._flush()
                 if self._db is not None:
                     self._flush()
                 if self._db is not None and time.monotonic() >= self._next_maintenance and not stopping:
@@ -385,22 +386,26 @@ class History:
         wake = self._next_maintenance if self._db is not None else self._next_try
         return max(0.05, min(wake - time.monotonic(), MAINTAIN_SECONDS))
 
-    def _encode_queued(self) -> None:
+    def _encode_queued(self) -> bool:
+        """Encode queued runs into rows waiting for the file: a batch while the file is up (so that a burst never
+        piles up past the cap below), all of them while it is not. True when runs are still queued."""
         with self._lock:
-            queued = self._queued[:]  # they stay queued (and readers see them) until they are encoded
+            # they stay queued (and readers see them) until they are encoded
+            queued = self._queued[:WRITE_BATCH] if self._db is not None else self._queued[:]
         rows = [((target, run.run), _row(target, run)) for target, run in queued]
         with self._lock:
             del self._queued[:len(queued)]  # only record() adds to the queue, at its end
             for key, row in rows:
                 self._unwritten[key] = row
                 self._unwritten_bytes += _size(row)
-            while self._unwritten_bytes > MAX_UNWRITTEN_BYTES and len(self._unwritten) > 1:
+            while self._db is None and self._unwritten_bytes > MAX_UNWRITTEN_BYTES and len(self._unwritten) > 1:
                 (target, number), row = self._unwritten.popitem(last=False)
                 self._unwritten_bytes -= _size(row)
                 self._count("dropped")
                 log.error("storage_run_dropped", file=self.path, target=target, run=number,
                           why=f"the file has been unusable too long ({self._fault}); runs waiting for it are capped "
                               f"at {MAX_UNWRITTEN_BYTES} bytes")
+            return len(self._queued) > 0
 
     def _flush(self) -> None:
         """Commit the runs waiting for the file, batch by batch; keep them on a fault."""

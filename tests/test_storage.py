@@ -119,6 +119,19 @@ def test_a_run_being_encoded_is_still_seen_by_the_pages(tmp_path, monkeypatch):
     assert seen[0] == [1] and seen[1] == [1] and seen[2] is not None and stored(tmp_path / "h.db") == [("chat", 1)]
 
 
+def test_a_burst_of_runs_is_written_whole_while_the_file_is_fine(tmp_path, monkeypatch):
+    """The cap on runs waiting in memory is for a file that cannot be written; a burst faster than the writer (a
+    thousand targets finishing at once, the benchmark's prefill) is written a batch at a time, none dropped."""
+    one_run = history_module._size(history_module._row("t", history_module.Run(1, result(0), 64)))
+    monkeypatch.setattr(history_module, "MAX_UNWRITTEN_BYTES", 50 * one_run)  # far below one batch
+    m = metrics()
+    with opened(tmp_path / "h.db", per_target=10, m=m) as h:
+        for i in range(1500):
+            h.record(f"t{i % 300}", result(i))
+    assert len(stored(tmp_path / "h.db")) == 1500 and not sample(m, "sse_monitor_storage_errors_total",
+                                                                  operation="dropped")
+
+
 def test_retention_keeps_the_newest_runs_per_target_and_deletes_old_ones(tmp_path):
     path = tmp_path / "h.db"
     with opened(path, per_target=3) as h:
