@@ -101,10 +101,33 @@ def _enable_stamps(sock: socket.socket) -> bool:
             holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             holder.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, _STAMPING)
             _STAMPS_KEPT_ON.append(holder)
+            _until_stamping(holder)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, _STAMPING)
     except OSError:  # an old kernel, a sandbox that filters the option
         return False
     return True
+
+
+def _until_stamping(holder: socket.socket, bound: float = 0.05) -> None:
+    """Wait (at most `bound`, once per process) until the kernel stamps arrivals. The first socket that asks turns
+    stamping on for the whole stack, but the kernel does it later, from a work queue: on a busy machine a response
+    head that came first had no stamp, and the process's first probe was timed on the user clock. A datagram sent to
+    the holder itself shows when the stamps are there."""
+    try:
+        holder.bind(("127.0.0.1", 0))
+        holder.setblocking(False)
+        end = time.perf_counter() + bound
+        while True:
+            holder.sendto(b".", holder.getsockname())
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                _, ancillary, _, _ = holder.recvmsg(1, _ANCILLARY_BYTES)
+                if ancillary and _stamp_of(ancillary) is not None:
+                    return
+            if time.perf_counter() > end:
+                return
+            time.sleep(0.0005)
+    except OSError:  # no loopback to send to: the stamps come when they come
+        return
 
 
 def _stamp_of(ancillary: list[tuple[int, int, bytes]]) -> float | None:
@@ -483,6 +506,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         self._fed: Arrival | None = None  # the arrival of the last ciphertext fed to TLS
         self._deadline = math.inf
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = math.inf  # the perf_counter moment the read timer (not pump's) is due
         self.arrival: Arrival | None = None
         self.sent_at: tuple[float, float] | None = None  # (time.time(), perf_counter()) just before the request left
         self.kernel_stamps = raw.stamped
@@ -496,7 +520,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         self._pumped: asyncio.Future[None] | None = None  # while pump() runs: done when the consumer is
         self._consume: typing.Callable[[bytes], bool] | None = None
         self._idle_timeout: float | None = None
-        self._last_piece = 0.0  # loop time the consumer last finished a piece (pump's idle timeout runs from it)
+        self._last_piece = 0.0  # perf_counter moment the consumer last finished a piece (the idle timeout runs from it)
         self._paused = False
 
     # -- reading -------------------------------------------------------------------------------------------------------
@@ -582,12 +606,12 @@ class _Stream(httpcore.AsyncNetworkStream):
         deadline and is re-armed lazily."""
         self._slice = 0.0
         self._handed_at = None
-        if timeout is not None:
-            self._deadline = self._loop.time() + timeout
-            if self._timer is None or self._timer.when() > self._deadline:
+        if timeout is not None:  # on perf_counter, the probe's clock (uvloop's loop time is in whole milliseconds)
+            self._deadline = time.perf_counter() + timeout
+            if self._timer is None or self._timer_due > self._deadline:
                 if self._timer is not None:
                     self._timer.cancel()
-                self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+                self._timer, self._timer_due = self._loop.call_later(timeout, self._check_deadline), self._deadline
         try:
             await self._raw.wait()
         except TimeoutError as exc:
@@ -600,10 +624,12 @@ class _Stream(httpcore.AsyncNetworkStream):
         waiter = self._raw.waiter
         if waiter is None or waiter.done():
             return  # nobody waits now: the next wait arms the timer again
-        if self._loop.time() >= self._deadline:
+        left = self._deadline - time.perf_counter()
+        if left <= 0:
             waiter.set_exception(TimeoutError())
         else:
-            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+            self._timer = self._loop.call_later(max(left, 0.001), self._check_deadline)
+            self._timer_due = self._deadline
 
     def _account(self) -> float | None:
         """Count the consumer's work on the last piece. Returns how long to pause before reading on: 0 to let the
@@ -653,11 +679,11 @@ class _Stream(httpcore.AsyncNetworkStream):
         loop = self._loop
         done = self._pumped = loop.create_future()
         self._consume, self._idle_timeout = consume, timeout
-        self._last_piece = loop.time()
-        self._window_start, self._window_busy = time.perf_counter(), 0.0
+        self._last_piece = time.perf_counter()
+        self._window_start, self._window_busy = self._last_piece, 0.0
         self._raw.consumer = self._drain
         if timeout is not None:
-            self._timer = loop.call_at(self._last_piece + timeout, self._check_idle)
+            self._timer = loop.call_later(timeout, self._check_idle)
         try:
             self._raw.start_reading()
             self._drain()
@@ -686,12 +712,10 @@ class _Stream(httpcore.AsyncNetworkStream):
                     if data is None:
                         self._raw.start_reading()
                         return
-                finished = self._consume(data) or not data
-                self._last_piece = self._loop.time()
-                if finished:
+                if self._consume(data) or not data:
                     done.set_result(None)
                     return
-                now = time.perf_counter()
+                now = self._last_piece = time.perf_counter()
                 if self._over_share(now - piece_started, now):
                     return
                 if now - started > SLICE_SECONDS:  # let the other streams' callbacks run first
@@ -715,7 +739,7 @@ class _Stream(httpcore.AsyncNetworkStream):
     def _resume(self) -> None:
         self._paused = False
         self._window_start, self._window_busy = time.perf_counter(), 0.0
-        self._last_piece = self._loop.time()  # the pause was ours, not the server's silence
+        self._last_piece = time.perf_counter()  # the pause was ours, not the server's silence
         self._raw.hold(False)
         self._drain()
 
@@ -724,11 +748,13 @@ class _Stream(httpcore.AsyncNetworkStream):
         done = self._pumped
         if done is None or done.done() or self._idle_timeout is None:
             return
-        deadline = self._last_piece + self._idle_timeout
-        if self._loop.time() >= deadline and not self._paused:
+        # on perf_counter, the probe's clock: the loop's own time (uvloop's is in whole milliseconds) fired up to 1 ms
+        # early by it, and the silence the probe reports came out just under the timeout
+        left = self._last_piece + self._idle_timeout - time.perf_counter()
+        if left <= 0 and not self._paused:
             done.set_exception(httpcore.ReadTimeout(""))
         else:
-            self._timer = self._loop.call_at(max(deadline, self._loop.time() + 0.001), self._check_idle)
+            self._timer = self._loop.call_later(max(left, 0.001), self._check_idle)
 
     # -- writing -------------------------------------------------------------------------------------------------------
 
