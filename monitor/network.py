@@ -184,6 +184,7 @@ class _Socket:
         self.error: OSError | None = None
         self.closed = False
         self.waiter: asyncio.Future[None] | None = None
+        self.read_at = 0.0  # when the loop last read it (perf_counter): the stall reader reads only what it left
         self.consumer: typing.Callable[[], None] | None = None  # a pumping stream's drain: called instead of waking
         self._reading = False
         self._held = False  # reading paused on purpose (the stream is throttled)
@@ -217,6 +218,7 @@ class _Socket:
             return
         with self._lock:
             self._receive()
+        self.read_at = self._stall_reader.read_at = time.perf_counter()
         if self.eof or self.error is not None or self.size > READ_AHEAD_BYTES:
             self.stop_reading()
         self._wake()
@@ -334,8 +336,8 @@ class _Socket:
 
 # -- reading while the event loop is stalled ---------------------------------------------------------------------------
 
-STALL_TICK = 0.002  # the loop shows it is alive this often, while any probe socket is read
-STALL_AFTER = 0.004  # a loop silent for this long is stalled: the stall reader reads its sockets meanwhile
+STALL_AFTER = 0.003  # data the loop has left unread this long after it arrived is read by the stall reader
+WATCH_TICK = 0.01  # while sockets are watched, the stall reader runs at least this often (to see spans it could not)
 STALL_READER_LINGER = 5.0  # the thread ends after this long without a socket to watch
 BLIND_AFTER = 0.02  # neither the loop nor the stall reader could read for this long: arrivals in it may share a stamp
 
@@ -344,111 +346,97 @@ class _StallReader:
     """Reads the probe sockets of one event loop while that loop is stalled, so their segments keep their own stamps.
 
     The kernel keeps one receive stamp for segments that queue up unread (see the module's doc): a loop busy for
-    200 ms while four events arrive would give all four the last one's stamp. A timer on the loop marks it alive every
-    STALL_TICK; this thread wakes as often and, when the mark is older than STALL_AFTER, drains every watched socket
-    (under the socket's lock) and wakes the loop's readers. Python hands the GIL to a waiting thread at least every
-    switch interval (5 ms), so while the loop runs Python code a stall is read at least that often. Costs nothing on
-    the loop's path but the tick (~500 callbacks a second).
+    200 ms while four events arrive would give all four the last one's stamp. This thread waits on an epoll of the
+    watched sockets (level-triggered: a socket is ready while it holds unread data). When one is ready it gives the
+    loop STALL_AFTER to read it; a socket still ready then, that the loop has not read since, is read here (under the
+    socket's lock) and the loop's reader woken. Python hands the GIL to a waiting thread at least every switch
+    interval (5 ms), so while the loop runs Python code a stall is read within ~10 ms of the arrival. A healthy loop
+    reads first, and an idle one costs nothing: the thread sleeps in epoll. (It used to wake every 2 ms, with a timer
+    on the loop marking it alive as often: ~4 % of a core on this machine's idle wake-ups, for any number of streams.)
+    It also wakes at least every WATCH_TICK while sockets are watched, to see the spans in which it could not run (the
+    GIL held by C code, the core taken): arrivals in those may carry a later segment's stamp (`read_blind_at`).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = weakref.ref(loop)  # the loop holds this (its tick) while it lives; never the other way round
-        self.sockets: set[_Socket] = set()
-        self.alive_at = time.perf_counter()
+        self._loop = weakref.ref(loop)  # the loop holds this (through its sockets) while it lives; never the other way
+        self.sockets: dict[int, _Socket] = {}  # by file descriptor
+        self.read_at = time.perf_counter()  # when the loop last read a watched socket
         # (start, end) perf_counter spans in which nothing could read (the GIL held by C code, the core taken): segments
         # that arrived in one may have been merged into one read with the newest one's stamp
         self.blind: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
-        self._tick_handle: asyncio.TimerHandle | None = None
         self._running = False  # a thread reads for this loop (it ends by itself, see _run)
         self._lock = threading.Lock()  # the loop starts a thread while the last one ends
-        # Sockets in error (a reset): on uvloop the loop's reader is not called back for a reset that comes right
-        # behind data (libuv treats POLLERR on a poll handle as the handle's own failure), so the stream waited for
-        # its idle timeout: six streams cut that way all ended 15 s late (tests/test_probe_network.py), on the
-        # daemon's loop. This epoll (interest 0: only EPOLLERR/EPOLLHUP) is checked on every wake of the thread: one
-        # syscall that returns only the sockets in trouble, which are then read here and their readers woken.
-        self._troubled = select.epoll() if hasattr(select, "epoll") else None
+        # Errors and hang-ups are reported with readiness: on uvloop the loop's reader is not called back for a reset
+        # that comes right behind data (libuv treats POLLERR on a poll handle as the handle's own failure), so the
+        # stream waited for its idle timeout: six streams cut that way all ended 15 s late (tests/test_probe_network.py)
+        # on the daemon's loop. Those sockets are read here at once and their readers woken.
+        self._ready = select.epoll() if hasattr(select, "epoll") else None  # none: no stall reading (no stamps there)
 
     def watch(self, sock: _Socket) -> None:
-        self.sockets.add(sock)
-        if self._troubled is not None:
-            with contextlib.suppress(OSError):  # already watched (FileExistsError)
-                self._troubled.register(sock.fd, 0)
-        if self._tick_handle is None:
-            self.alive_at = time.perf_counter()
-            self._tick_handle = sock.loop.call_later(STALL_TICK, self._tick)
+        if self._ready is None:
+            return
+        self.sockets[sock.fd] = sock
+        with contextlib.suppress(OSError):  # already watched (FileExistsError)
+            self._ready.register(sock.fd, select.EPOLLIN)
         with self._lock:  # a thread that is ending has cleared _running under this lock first
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._run, name="sse-monitor-stall-reader", daemon=True).start()
 
     def forget(self, sock: _Socket) -> None:
-        self.sockets.discard(sock)
-        if self._troubled is not None:
+        if self.sockets.pop(sock.fd, None) is not None:
             with contextlib.suppress(OSError, ValueError):  # not watched, or already closed
-                self._troubled.unregister(sock.fd)
-        if not self.sockets and self._tick_handle is not None:  # the thread stays a while (starting one costs ~80 us)
-            self._tick_handle.cancel()
-            self._tick_handle = None
-
-    def _tick(self) -> None:
-        self.alive_at = time.perf_counter()
-        loop = self._loop()
-        self._tick_handle = loop.call_later(STALL_TICK, self._tick) if self.sockets and loop is not None else None
+                self._ready.unregister(sock.fd)
 
     def _run(self) -> None:
-        woke = idle_since = time.perf_counter()
+        ran = idle_since = time.perf_counter()  # when this thread last ran
         while True:
-            time.sleep(STALL_TICK)  # (a plain sleep: an Event's wait cost more Python at 500 wakes a second)
+            timeout = WATCH_TICK if self.sockets else 1.0
+            ready = self._ready.poll(timeout)
             now = time.perf_counter()
-            if self.sockets:
-                idle_since = now
-            else:
-                if now - idle_since > STALL_READER_LINGER or self._loop() is None:
+            self._note_blind(ran, now, 0.0 if ready else timeout)
+            ran = now
+            if not ready:
+                if self.sockets:
+                    idle_since = now
+                elif now - idle_since > STALL_READER_LINGER or self._loop() is None:
                     with self._lock:  # watch() may be adding a socket right now: end only if it did not
                         if not self.sockets:
                             self._running = False
                             return
-                woke = now
                 continue
-            unread = min(now - self.alive_at, now - woke - STALL_TICK)
-            woke = now
-            if self._troubled is not None and self._read_troubled() is False:
+            troubled = [fd for fd, events in ready if events & (select.EPOLLERR | select.EPOLLHUP)]
+            if troubled and self._read(troubled, now, at_once=True) is False:
                 break
-            if unread > BLIND_AFTER:
-                self.blind.append((now - unread, now))
-            if now - self.alive_at <= STALL_AFTER:
-                continue
-            changed = [sock for sock in list(self.sockets) if sock.read_while_stalled()]
-            loop = self._loop()
-            if loop is None:
+            time.sleep(STALL_AFTER)  # the loop's turn: a healthy one reads them meanwhile
+            after = time.perf_counter()
+            self._note_blind(ran, after, STALL_AFTER)
+            ran = after
+            if self._read([fd for fd, _ in ready], now) is False:
                 break
-            if changed:
-                try:
-                    loop.call_soon_threadsafe(_wake_all, changed)
-                except RuntimeError:  # the loop is closed
-                    break
         with self._lock:
             self._running = False
 
+    def _note_blind(self, ran: float, now: float, waited: float) -> None:
+        """This thread could not run from `ran + waited` to `now`: if the loop read nothing in it either and it lasted
+        over BLIND_AFTER, arrivals in it may share a stamp."""
+        unread = now - max(ran + waited, self.read_at)
+        if unread > BLIND_AFTER:
+            self.blind.append((now - unread, now))
 
-    def _read_troubled(self) -> bool | None:
-        """Read the sockets that are in error or hung up and wake their readers. False when the loop is gone."""
-        troubled = self._troubled.poll(0)
-        if not troubled:
-            return None
-        by_fd = {sock.fd: sock for sock in list(self.sockets)}
+    def _read(self, fds: list[int], ready_at: float, at_once: bool = False) -> bool | None:
+        """Read the sockets that were ready at `ready_at` and that the loop has not read since (all of them `at_once`),
+        and wake their readers. False when the loop is gone."""
         changed = []
-        for fd, _ in troubled:
-            sock = by_fd.get(fd)
+        for fd in fds:
+            sock = self.sockets.get(fd)
             if sock is None:
-                with contextlib.suppress(OSError, ValueError):
-                    self._troubled.unregister(fd)
                 continue
-            if sock.read_while_stalled():
+            if (at_once or sock.read_at < ready_at) and sock.read_while_stalled():
                 changed.append(sock)
-            if sock.error is not None or sock.eof or sock.closed:  # done with it (EPOLLHUP would report it again)
+            if sock.error is not None or sock.eof or sock.closed:  # done with it (level-triggered: it stays ready)
                 with contextlib.suppress(OSError, ValueError):
-                    self._troubled.unregister(fd)
+                    self._ready.unregister(fd)
         loop = self._loop()
         if loop is None:
             return False
