@@ -391,10 +391,9 @@ class _StallReader:
     def _run(self) -> None:
         ran = idle_since = time.perf_counter()  # when this thread last ran
         while True:
-            timeout = WATCH_TICK if self.sockets else 1.0
-            ready = self._ready.poll(timeout)
+            ready = self._ready.poll(WATCH_TICK)
             now = time.perf_counter()
-            self._note_blind(ran, now, 0.0 if ready else timeout)
+            self._note_blind(ran, now, 0.0 if ready else WATCH_TICK)
             ran = now
             if not ready:
                 if self.sockets:
