@@ -47,8 +47,10 @@ def run_async(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
 
 
 def _http_url(url: str) -> str:
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"URL: expected an http:// or https:// URL, got {url!r}")
+    from .config.values import is_http_url
+
+    if not is_http_url(url):  # as a target's url is checked: scheme, host, port (e.g. "http://[::1:9/" has none)
+        raise UsageError(f"URL: expected an http:// or https:// URL with a host, got {url!r}")
     return url
 
 

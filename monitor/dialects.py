@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import httpx
+
 from . import __version__
 from .result import ProbeSpec
 from .sse import Event
@@ -101,7 +103,10 @@ class Dialect:
         self.model = spec.model or self.default_model
 
     def url(self) -> str:
-        parts = urlsplit(self.spec.url)
+        try:
+            parts = urlsplit(self.spec.url)
+        except ValueError as exc:  # "Invalid IPv6 URL": a URL the probe cannot use, not a bug of ours
+            raise httpx.InvalidURL(str(exc)) from None
         if parts.path in ("", "/") and self.path:
             parts = parts._replace(path=self.path.format(model=self.model))
         return urlunsplit(parts)

@@ -165,7 +165,7 @@ def _accepts(check, text: str) -> bool:
 
 def _url(text: str) -> None:
     """The URL check of a target's url once ${VAR}s are expanded (none here)."""
-    if not values._url_ok(text):
+    if not values.is_http_url(text):
         raise ValueError(text)
 
 

@@ -281,6 +281,8 @@ def test_human_summary_is_short_and_says_what_happened(simulator):
         (["--body", "{not json", "http://127.0.0.1:1/"], "--body: expected JSON or @file"),
         (["--body", "@/nonexistent/body.json", "http://127.0.0.1:1/"], "--body: cannot read /nonexistent/body.json"),
         (["ftp://example.com/"], "URL: expected an http:// or https:// URL"),
+        (["http://[::1:9/x"], "URL: expected an http:// or https:// URL with a host, got 'http://[::1:9/x'"),
+        (["http://127.0.0.1:99999/"], "URL: expected an http:// or https:// URL with a host"),
         (["--timeout", "1", "--idle-timeout", "5", "http://127.0.0.1:1/"], "--idle-timeout (5 s) must not be longer than --timeout (1 s)"),
     ],
 )
@@ -289,3 +291,15 @@ def test_usage_errors_exit_2_with_one_line(args, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_url_that_cannot_be_parsed_is_a_connect_error_naming_why_not_an_internal_error():
+    # the library path (chain checks, /probe modules) gets no CLI check first
+    import asyncio
+
+    from monitor.probe import run_probe
+    from monitor.result import ProbeSpec
+
+    result = asyncio.run(run_probe(ProbeSpec(url="http://[::1:9/x")))
+    assert (result.outcome, result.reason, result.detail) == ("failed", "connect_error",
+                                                              "cannot use this URL: Invalid IPv6 URL")

@@ -167,7 +167,9 @@ def _v_method(value: Any) -> str | None:
     return value.strip().upper()
 
 
-def _url_ok(url: str) -> bool:
+def is_http_url(url: str) -> bool:
+    """An http or https URL with a host, a valid port if any, no whitespace or control characters: what a target's
+    `url` must be (and what `sse-monitor probe` takes)."""
     from urllib.parse import urlsplit
 
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
@@ -184,7 +186,7 @@ def _v_url(value: Any, info: ValidationInfo) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{URL_EXPECTED}, got {_describe(value)}")
     expanded = expand_env(value, _environ(info))
-    if not _url_ok(expanded):
+    if not is_http_url(expanded):
         # quote the URL as written: after expansion it may carry a secret (e.g. ?key=${GEMINI_API_KEY})
         note = " (after expanding environment variables)" if expanded != value else ""
         raise ValueError(f"{URL_EXPECTED}, got {_describe(value)}{note}")
@@ -405,8 +407,8 @@ class _TargetRule:
 
 
 def _url_parts(url: str) -> tuple[str, str, int | None, str] | None:
-    """(scheme, host, port, path) of a URL a target may have (`_url_ok`) and without user info; None otherwise."""
-    if not _url_ok(url):
+    """(scheme, host, port, path) of a URL a target may have (`is_http_url`) and without user info; None otherwise."""
+    if not is_http_url(url):
         return None
     split = urlsplit(url)
     if split.username or split.password:
