@@ -218,7 +218,7 @@ class _Socket:
             return
         with self._lock:
             self._receive()
-        self.read_at = self._stall_reader.read_at = time.perf_counter()
+        self.read_at = time.perf_counter()
         if self.eof or self.error is not None or self.size > READ_AHEAD_BYTES:
             self.stop_reading()
         self._wake()
@@ -337,7 +337,7 @@ class _Socket:
 # -- reading while the event loop is stalled ---------------------------------------------------------------------------
 
 STALL_AFTER = 0.003  # data the loop has left unread this long after it arrived is read by the stall reader
-WATCH_TICK = 0.01  # while sockets are watched, the stall reader runs at least this often (to see spans it could not)
+WATCH_TICK = 0.01  # while sockets are watched, the stall reader and a timer on the loop run at least this often
 STALL_READER_LINGER = 5.0  # the thread ends after this long without a socket to watch
 BLIND_AFTER = 0.02  # neither the loop nor the stall reader could read for this long: arrivals in it may share a stamp
 
@@ -351,16 +351,19 @@ class _StallReader:
     loop STALL_AFTER to read it; a socket still ready then, that the loop has not read since, is read here (under the
     socket's lock) and the loop's reader woken. Python hands the GIL to a waiting thread at least every switch
     interval (5 ms), so while the loop runs Python code a stall is read within ~10 ms of the arrival. A healthy loop
-    reads first, and an idle one costs nothing: the thread sleeps in epoll. (It used to wake every 2 ms, with a timer
-    on the loop marking it alive as often: ~4 % of a core on this machine's idle wake-ups, for any number of streams.)
-    It also wakes at least every WATCH_TICK while sockets are watched, to see the spans in which it could not run (the
-    GIL held by C code, the core taken): arrivals in those may carry a later segment's stamp (`read_blind_at`).
+    reads first. (The thread used to wake every 2 ms to read every socket of a loop whose timer, also every 2 ms, was
+    late: 2.5-2.9 % of a core for 10 quiet streams on this machine's costly wake-ups, bench/quiet.py.)
+    It also wakes every WATCH_TICK while sockets are watched, and a timer on the loop marks the loop alive as often:
+    a span longer than BLIND_AFTER in which neither ran (the GIL held by C code or the collector, the core taken) is
+    blind, and arrivals in it may carry a later segment's stamp (`read_blind_at`). (The loop's reads are no evidence
+    that it kept up: after a stall it reads the fresh arrivals with the stale ones, before this thread gets the GIL.)
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)  # the loop holds this (through its sockets) while it lives; never the other way
         self.sockets: dict[int, _Socket] = {}  # by file descriptor
-        self.read_at = time.perf_counter()  # when the loop last read a watched socket
+        self.alive_at = time.perf_counter()  # when the loop's timer last ran
+        self._tick_handle: asyncio.TimerHandle | None = None
         # (start, end) perf_counter spans in which nothing could read (the GIL held by C code, the core taken): segments
         # that arrived in one may have been merged into one read with the newest one's stamp
         self.blind: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
@@ -378,6 +381,9 @@ class _StallReader:
         self.sockets[sock.fd] = sock
         with contextlib.suppress(OSError):  # already watched (FileExistsError)
             self._ready.register(sock.fd, select.EPOLLIN)
+        if self._tick_handle is None:
+            self.alive_at = time.perf_counter()
+            self._tick_handle = sock.loop.call_later(WATCH_TICK, self._tick)
         with self._lock:  # a thread that is ending has cleared _running under this lock first
             if not self._running:
                 self._running = True
@@ -387,6 +393,14 @@ class _StallReader:
         if self.sockets.pop(sock.fd, None) is not None:
             with contextlib.suppress(OSError, ValueError):  # not watched, or already closed
                 self._ready.unregister(sock.fd)
+        if not self.sockets and self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+
+    def _tick(self) -> None:
+        self.alive_at = time.perf_counter()
+        loop = self._loop()
+        self._tick_handle = loop.call_later(WATCH_TICK, self._tick) if self.sockets and loop is not None else None
 
     def _run(self) -> None:
         ran = idle_since = time.perf_counter()  # when this thread last ran
@@ -417,9 +431,9 @@ class _StallReader:
             self._running = False
 
     def _note_blind(self, ran: float, now: float, waited: float) -> None:
-        """This thread could not run from `ran + waited` to `now`: if the loop read nothing in it either and it lasted
-        over BLIND_AFTER, arrivals in it may share a stamp."""
-        unread = now - max(ran + waited, self.read_at)
+        """This thread could not run from `ran + waited` to `now`: if the loop's timer did not run in it either and it
+        lasted over BLIND_AFTER, arrivals in it may share a stamp."""
+        unread = now - max(ran + waited, self.alive_at)
         if unread > BLIND_AFTER:
             self.blind.append((now - unread, now))
 
