@@ -46,7 +46,7 @@ def main() -> None:
             f"  - {{name: q{i:03d}, url: '{simulator.base_url}/v1/chat/completions?ttft=0.5&tokens={events}"
             f"&rate=0.5&tag=q{i:03d}'}}" for i in range(opts.streams))
         # the first runs are spread over the interval; later runs find their stream still open and are skipped
-        config.write_text(f"defaults: {{interval: 10s, idle_timeout: 10s}}\nscheduler: {{jitter: 0s}}\n"
+        config.write_text(f"defaults: {{interval: 10s}}\nscheduler: {{jitter: 0s}}\n"
                           f"server: {{listen: '127.0.0.1:0'}}\ntargets:\n{targets}\n")
         daemon = DaemonProcess([str(bin_dir / "sse-monitor")], 0, config, RUN_DIR / "quiet-daemon.log",
                                RUN_DIR / "quiet-daemon.stderr")
