@@ -6,16 +6,24 @@ py-spy samples the process from outside (it reads the interpreter's memory; the 
 of the real process. The samples are written as collapsed stacks (`py-spy record --format raw`: one line per stack,
 `frame;frame;... count`), which speedscope.app and flamegraph.pl read; `summary()` lists the functions that hold the
 most samples, by their own time and with what they call.
+
+py-spy sees Python frames only: time in the interpreter's own C code, in uvloop and in the kernel shows up under
+whichever Python frame is on top (`Runner.run` for the loop). When `perf` is on PATH, `perf record` samples the same
+window by the object each sample's instruction belongs to (`perf_start`/`perf_finish`): the interpreter
+(libpython), the kernel, uvloop, other C extensions and libc. The interpreter's share is what running the read path
+as compiled code instead of Python would remove at most.
 """
 
 from __future__ import annotations
 
 import collections
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 RATE = 250  # samples a second: enough for a 10-30 s window, light for the sampler
+PERF_RATE = 499  # perf's samples a second (a prime: not in step with the daemon's timers)
 
 
 def find_py_spy() -> str | None:
@@ -72,3 +80,63 @@ def summary(collapsed: str, top: int = 25) -> dict:
     return {"samples": samples,
             "own": [[name, share(n)] for name, n in own.most_common(top)],
             "total": [[name, share(n)] for name, n in total.most_common(top)]}
+
+
+def find_perf() -> str | None:
+    return shutil.which("perf")
+
+
+def perf_start(pid: int, seconds: float, out: Path) -> subprocess.Popen:
+    """`perf record` on `pid` (all its threads) for `seconds`, into `out` (perf.data), without call graphs."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [find_perf() or "perf", "record", "--freq", str(PERF_RATE), "--pid", str(pid), "--output", str(out),
+               "--quiet", "--", "sleep", str(max(1, round(seconds)))]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def perf_finish(proc: subprocess.Popen, out: Path, timeout: float = 60.0) -> dict:
+    """Wait for perf; the window's samples by part of the machine (`parts`) and by object, or why there are none."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    if not out.exists():
+        return {"perf_data": None, "why": (err or b"").decode("utf-8", "replace").strip()[-300:]}
+    report = subprocess.run([find_perf() or "perf", "report", "--input", str(out), "--stdio", "--sort", "dso",
+                             "--no-children", "-g", "none", "--percent-limit", "0", "--show-nr-samples"],
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    return {"perf_data": str(out), **machine_split(report.stdout)}
+
+
+PARTS = (  # (part, what an object's name starts with), first match wins
+    ("interpreter", ("libpython", "python")),
+    ("kernel", ("[kernel", "[vdso]", "[unknown]")),
+    ("uvloop", ("loop.cpython", "libuv")),
+    ("libc", ("libc.", "libm.", "ld-linux", "libpthread")),
+)
+
+
+def _part(dso: str) -> str:
+    for part, prefixes in PARTS:
+        if dso.startswith(prefixes):
+            return part
+    return "C extensions" if ".cpython-" in dso or dso.endswith(".so") or ".so." in dso else "other"
+
+
+def machine_split(report: str) -> dict:
+    """`perf report --sort dso --stdio --show-nr-samples` read: the samples, and their shares by part (interpreter,
+    kernel, uvloop, libc, C extensions, other) and by object."""
+    objects: list[list] = []
+    parts: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in report.splitlines():
+        found = re.match(r"\s*([\d.]+)%\s+(\d+)\s+(\S.*?)\s*$", line)
+        if found:
+            share, dso = float(found[1]) / 100, found[3]
+            samples += int(found[2])
+            objects.append([dso, round(share, 4)])
+            parts[_part(dso)] += share
+    return {"perf_samples": samples,
+            "parts": {part: round(share, 4) for part, share in parts.most_common()},
+            "objects": objects[:12]}

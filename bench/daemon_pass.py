@@ -38,9 +38,11 @@ def daemon_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
         w1 = w0 + opts.window
         watched = [c for c in (monitor_core, sim_core) if c is not None]
         sleep_until(w0)
-        profiler = None
+        profiler = perf = None
         if opts.profile:
             profiler = profiling.start(daemon.pid, opts.window, Path(opts.profile) / f"profile-{tag}.txt")
+            if profiling.find_perf():
+                perf = profiling.perf_start(daemon.pid, opts.window, Path(opts.profile) / f"perf-{tag}.data")
         cpu0, sim0, me0, busy0 = proc_cpu(daemon.pid), proc_cpu(sim.proc.pid), time.process_time(), core_busy(watched)
         rss_samples = []
         while time.time() < w1:  # RSS now and then (cheap reads of /proc)
@@ -49,6 +51,8 @@ def daemon_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
         cpu1, sim1, me1, busy1 = proc_cpu(daemon.pid), proc_cpu(sim.proc.pid), time.process_time(), core_busy(watched)
         real_w1 = time.time()
         profile = profiling.finish(profiler, Path(opts.profile) / f"profile-{tag}.txt") if profiler else None
+        if profile is not None and perf is not None:
+            profile["machine"] = profiling.perf_finish(perf, Path(opts.profile) / f"perf-{tag}.data")
         time.sleep(w.stream_seconds + opts.tail)  # the window's probes finish and are logged
         if spec["kind"] == "flood":  # and one run of the flooding target, which lasts until its budget stops it
             _wait_for_log(log_path, b'"target": "flood"', b'"probe_finished"', timeout=FLOOD_WAIT_SECONDS,

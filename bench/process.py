@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the interpreter that runs this tree's simulator (default: the one running this script)")
     parser.add_argument("--profile", metavar="DIR",
                         help="record where the daemon's CPU goes over each level's window with py-spy (must be on "
-                             "PATH): DIR/profile-LEVEL.txt (collapsed stacks) and a summary in the JSON")
+                             "PATH): DIR/profile-LEVEL.txt (collapsed stacks) and a summary in the JSON; with perf on "
+                             "PATH also DIR/perf-LEVEL.data and the CPU by part (interpreter, kernel, uvloop, ...)")
     parser.add_argument("--cores", default="0,1", help="MONITOR,SIMULATOR cores (default 0,1)")
     parser.add_argument("--out", default=str(RESULTS))
     opts = parser.parse_args(argv)
@@ -206,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
           + (" (default 5 s)" if w.jitter != DEFAULT_JITTER else "") + f"; window {opts.window:g} s after "
           f"{opts.warmup:g} s\n")
     print(table(results))
+    for lv in results["levels"]:
+        parts = lv.get("profile", {}).get("machine", {}).get("parts")
+        if parts:
+            print(f"where the daemon's CPU went at level {lv['level']} (perf, by object): "
+                  + ", ".join(f"{part} {100 * share:.1f} %" for part, share in parts.items()))
     for st in results["steady"]:
         g = st["groups"]["all"]
         print(f"\nsteady {st['level']}: {st['targets']} targets every {st['interval_seconds']:g} s "
