@@ -48,6 +48,109 @@ WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 OUTCOME_REASONS = tuple((outcome, reason) for outcome, reasons in REASONS.items() for reason in reasons)
 
 
+# -- a target's series, compact ----------------------------------------------------------------------------------------
+# Every configured target has 43 series from the start. prometheus_client makes each a full metric object (a dict of a
+# dozen attributes) holding a value with a lock of its own per number: 0.6-0.7 KB a counter or gauge, 4.4 KB a
+# histogram, ~43 KB a target, four fifths of what a configured target costs the daemon. A target's series are made
+# here instead as slotted objects with the same attributes and prometheus_client's own methods (inc, set, observe and
+# the samples a scrape reads), in the labelled metric's own table of children: generate_latest, the OpenMetrics writer,
+# remove() and render() below read them as they read the library's, and the text is byte for byte the same
+# (tests/test_metrics_compact.py). Their values have no lock: only the event loop's thread writes a target's series,
+# and a scrape's thread reads one float at a time.
+
+
+class _Value:
+    """One number of a series: values.MutexValue without its lock."""
+
+    __slots__ = ("_exemplar", "_value")
+
+    def __init__(self) -> None:
+        self._value = 0.0
+        self._exemplar: typing.Any = None
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def set_exemplar(self, exemplar: typing.Any) -> None:
+        self._exemplar = exemplar
+
+    def get(self) -> float:
+        return self._value
+
+    def get_exemplar(self) -> typing.Any:
+        return self._exemplar
+
+
+class _Series:
+    """A labelled metric's child, as prometheus_client's own children answer a scrape."""
+
+    __slots__ = ("_labelnames", "_labelvalues")
+    _is_observable = prometheus_metrics.MetricWrapperBase._is_observable
+    _raise_if_not_observable = prometheus_metrics.MetricWrapperBase._raise_if_not_observable
+
+    def __init__(self, metric: typing.Any, labelvalues: tuple[str, ...]) -> None:
+        self._labelnames = metric._labelnames  # the family's tuple, shared
+        self._labelvalues = labelvalues
+
+
+class _CounterSeries(_Series):
+    __slots__ = ("_created", "_value")
+    _type = "counter"
+    inc = Counter.inc
+    _child_samples = _samples = Counter._child_samples
+
+    def __init__(self, metric: typing.Any, labelvalues: tuple[str, ...]) -> None:
+        super().__init__(metric, labelvalues)
+        self._value = _Value()
+        self._created = time.time()
+
+
+class _GaugeSeries(_Series):
+    __slots__ = ("_value",)
+    _type = "gauge"
+    _is_most_recent = False
+    inc, dec, set = Gauge.inc, Gauge.dec, Gauge.set
+    _child_samples = _samples = Gauge._child_samples
+
+    def __init__(self, metric: typing.Any, labelvalues: tuple[str, ...]) -> None:
+        super().__init__(metric, labelvalues)
+        self._value = _Value()
+
+
+class _HistogramSeries(_Series):
+    __slots__ = ("_buckets", "_created", "_sum", "_upper_bounds")
+    _type = "histogram"
+    observe = Histogram.observe
+    _child_samples = _samples = Histogram._child_samples
+
+    def __init__(self, metric: typing.Any, labelvalues: tuple[str, ...]) -> None:
+        super().__init__(metric, labelvalues)
+        self._upper_bounds = metric._upper_bounds  # the family's list, shared
+        self._sum = _Value()
+        self._buckets = [_Value() for _ in self._upper_bounds]
+        self._created = time.time()
+
+
+_COMPACT = {Counter: _CounterSeries, Gauge: _GaugeSeries, Histogram: _HistogramSeries}
+
+
+def series(metric: typing.Any, *labelvalues: str) -> typing.Any:
+    """`metric.labels(*labelvalues)`, made compact (above) when this prometheus_client keeps its children as this code
+    knows it to (else the library's own child)."""
+    compact = _COMPACT.get(type(metric))
+    if compact is None or values.ValueClass is not values.MutexValue or len(labelvalues) != len(metric._labelnames):
+        return metric.labels(*labelvalues)
+    key = tuple(str(v) for v in labelvalues)
+    with metric._lock:
+        child = metric._metrics.get(key)
+        if child is None:
+            child = metric._metrics[key] = compact(metric, key)
+    return child
+
+
 class Metrics:
     """The exported series. Each configured target's series exist from the start, at zero."""
 
@@ -127,19 +230,17 @@ class Metrics:
                    resume: bool = False) -> None:
         """Create every series of a new target at zero, so rules and dashboards see it before its first run."""
         for histogram in (self.ttft, self.first_text, self.first_byte, self.gap, self.duration):
-            histogram.labels(name, *self._r)
+            series(histogram, name, *self._r)
         for outcome, reason in OUTCOME_REASONS:
-            self.runs.labels(name, *self._r, outcome, reason)
+            series(self.runs, name, *self._r, outcome, reason)
         for warning in WARNINGS:
-            self.warning.labels(name, *self._r, warning).set(0)
+            series(self.warning, name, *self._r, warning).set(0)
         for alertname in ALERTS:
-            self.alert.labels(name, *self._r, alertname).set(0)
-        self.skipped.labels(name, *self._r)
-        self.lagged_probes.labels(name, *self._r)
-        self.probe_waits.labels(name, *self._r)
-        self.user_clock.labels(name, *self._r)
+            series(self.alert, name, *self._r, alertname).set(0)
+        for counter in (self.skipped, self.lagged_probes, self.probe_waits, self.user_clock):
+            series(counter, name, *self._r)
         for kind in USAGE_KINDS:
-            self.tokens.labels(name, *self._r, kind)
+            series(self.tokens, name, *self._r, kind)
         self.configure_target(name, interval, ttft_threshold, proxy_idle_timeout, resume)
         # success, last run, last TTFT and max silence have no honest value before the first run: no series yet
 
@@ -147,13 +248,13 @@ class Metrics:
                          resume: bool = False) -> None:
         """The configuration gauges; a changed target keeps its last run's results (a reload never resolves a page).
         A resumption check switched on gets its series (the counters at zero), switched off loses them."""
-        self.threshold.labels(name, *self._r).set(ttft_threshold)
-        self.interval.labels(name, *self._r).set(interval)
-        self.proxy_idle.labels(name, *self._r).set(proxy_idle_timeout)
+        series(self.threshold, name, *self._r).set(ttft_threshold)
+        series(self.interval, name, *self._r).set(interval)
+        series(self.proxy_idle, name, *self._r).set(proxy_idle_timeout)
         if resume and name not in self._resume_targets:
             self._resume_targets.add(name)
             for outcome in RESUME_OUTCOMES:
-                self.resume_runs.labels(name, *self._r, outcome)
+                series(self.resume_runs, name, *self._r, outcome)
             # sse_probe_resume_ok: no honest value before the first check
         elif not resume and name in self._resume_targets:
             self._remove_resume(name)
@@ -231,51 +332,51 @@ class Metrics:
 
     def count(self, counter: Counter, target: str) -> None:
         """One more on a per-target counter of the daemon's (skipped, lagged, waited)."""
-        counter.labels(target, *self._r).inc()
+        series(counter, target, *self._r).inc()
 
     # -- results --------------------------------------------------------------------------------------------------
 
     def observe(self, target: str, result: ProbeResult, run: int | None = None) -> None:
         """Record one finished probe. With its `run` number (the history's), the TTFT, first-text and duration
         observations carry an exemplar naming it (shown in the OpenMetrics exposition only)."""
-        series = self._series.get(target)
-        if series is None:
-            series = self._series[target] = _TargetSeries(self, target)
+        target_series = self._series.get(target)
+        if target_series is None:
+            target_series = self._series[target] = _TargetSeries(self, target)
         exemplar = {"target": target, "run": str(run)} if run is not None else None
         if result.ttft_seconds is not None:
-            series.ttft.observe(result.ttft_seconds, exemplar)
+            target_series.ttft.observe(result.ttft_seconds, exemplar)
         if result.first_text_seconds is not None:
-            series.first_text.observe(result.first_text_seconds, exemplar)
+            target_series.first_text.observe(result.first_text_seconds, exemplar)
         if result.first_byte_seconds is not None:
-            series.first_byte.observe(result.first_byte_seconds)
-        gap = series.gap
+            target_series.first_byte.observe(result.first_byte_seconds)
+        gap = target_series.gap
         for value in result.token_gaps():
             gap.observe(value)
-        series.duration.observe(result.duration_seconds, exemplar)
-        runs = series.runs.get((result.outcome, result.reason))
+        target_series.duration.observe(result.duration_seconds, exemplar)
+        runs = target_series.runs.get((result.outcome, result.reason))
         if runs is None:
-            runs = series.runs[result.outcome, result.reason] = self.runs.labels(target, *self._r, result.outcome,
-                                                                                   result.reason)
+            runs = target_series.runs[result.outcome, result.reason] = series(self.runs, target, *self._r,
+                                                                              result.outcome, result.reason)
         runs.inc()
         if result.clock == CLOCK_USER:
-            series.user_clock.inc()
-        series.success.set(0 if any(a in PAGES for a in result.alerts) else 1)
-        series.last_run.set(result.started_at + result.duration_seconds)
-        series.last_ttft.set(math.nan if result.ttft_seconds is None else result.ttft_seconds)
-        series.max_silence.set(result.max_silence_seconds or 0.0)
-        for warning, child in series.warnings:
+            target_series.user_clock.inc()
+        target_series.success.set(0 if any(a in PAGES for a in result.alerts) else 1)
+        target_series.last_run.set(result.started_at + result.duration_seconds)
+        target_series.last_ttft.set(math.nan if result.ttft_seconds is None else result.ttft_seconds)
+        target_series.max_silence.set(result.max_silence_seconds or 0.0)
+        for warning, child in target_series.warnings:
             child.set(1 if warning in result.warnings else 0)
-        for alertname, child in series.alerts:
+        for alertname, child in target_series.alerts:
             child.set(1 if alertname in result.alerts else 0)
         self._set_server_timing(target, result.server_timing)
         self._count_usage(target, result)
         resume = result.resume
         if resume is not None and target in self._resume_targets:
             if resume.outcome is None:
-                self.resume_ok.labels(target, *self._r).set(math.nan)
+                series(self.resume_ok, target, *self._r).set(math.nan)
             else:
-                self.resume_runs.labels(target, *self._r, resume.outcome).inc()
-                self.resume_ok.labels(target, *self._r).set(1 if resume.outcome == RESUME_RESUMED else 0)
+                series(self.resume_runs, target, *self._r, resume.outcome).inc()
+                series(self.resume_ok, target, *self._r).set(1 if resume.outcome == RESUME_RESUMED else 0)
 
     def _count_usage(self, target: str, result: ProbeResult) -> None:
         """The run's reported tokens and their cost. A currency's series starts with the first priced run (the
@@ -283,18 +384,18 @@ class Metrics:
         for kind in USAGE_KINDS:
             count = result.usage.get(f"{kind}_tokens") if result.usage else None
             if count:
-                self.tokens.labels(target, *self._r, kind).inc(count)
+                series(self.tokens, target, *self._r, kind).inc(count)
         if result.cost is not None:
             currency = result.cost["currency"]
             self._currencies.setdefault(target, set()).add(currency)
-            self.cost.labels(target, *self._r, currency).inc(result.cost["amount"])
+            series(self.cost, target, *self._r, currency).inc(result.cost["amount"])
 
     def _set_server_timing(self, target: str, timing: dict[str, float]) -> None:
         """The last run's server-reported timings; a name the last run did not send loses its series."""
         for name in self._timing_names.get(target, set()) - timing.keys():
             _remove(self.server_timing, target, *self._r, name)
         for name, seconds in timing.items():
-            self.server_timing.labels(target, *self._r, name).set(seconds)
+            series(self.server_timing, target, *self._r, name).set(seconds)
         if timing:
             self._timing_names[target] = set(timing)
         else:
@@ -302,17 +403,20 @@ class Metrics:
 
 
 class _TargetSeries:
-    """A target's series that every finished probe updates, looked up once (prometheus_client's labels() is a lock,
-    a tuple and a dict lookup each time: ~15 a probe)."""
+    """A target's series that every finished probe updates, looked up once (a lookup is a lock, a tuple and a dict
+    lookup each time: ~15 a probe)."""
+
+    __slots__ = ("alerts", "duration", "first_byte", "first_text", "gap", "last_run", "last_ttft", "max_silence", "runs",
+                 "success", "ttft", "user_clock", "warnings")
 
     def __init__(self, m: Metrics, target: str) -> None:
         labels = (target, *m._r)
         self.ttft, self.first_text, self.first_byte, self.gap, self.duration = (
-            h.labels(*labels) for h in (m.ttft, m.first_text, m.first_byte, m.gap, m.duration))
+            series(h, *labels) for h in (m.ttft, m.first_text, m.first_byte, m.gap, m.duration))
         self.user_clock, self.success, self.last_run, self.last_ttft, self.max_silence = (
-            g.labels(*labels) for g in (m.user_clock, m.success, m.last_run, m.last_ttft, m.max_silence))
-        self.warnings = [(w, m.warning.labels(*labels, w)) for w in WARNINGS]
-        self.alerts = [(a, m.alert.labels(*labels, a)) for a in ALERTS]
+            series(g, *labels) for g in (m.user_clock, m.success, m.last_run, m.last_ttft, m.max_silence))
+        self.warnings = [(w, series(m.warning, *labels, w)) for w in WARNINGS]
+        self.alerts = [(a, series(m.alert, *labels, a)) for a in ALERTS]
         self.runs: dict[tuple[str, str], typing.Any] = {}
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import time
 from array import array
 
+import pytest
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -14,8 +16,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
-from monitor.metrics import Metrics, render
+from monitor import metrics as metrics_module
+from monitor.metrics import Metrics, render, render_openmetrics, series
 from monitor.result import ProbeResult
 
 
@@ -108,3 +112,76 @@ def test_the_renderers_caches_hold_nothing_the_garbage_collector_must_walk():
     gc.collect()
     assert len(gc.get_objects()) - before < 300  # a few objects per family, none per series
     assert render(metrics.registry) == first == generate_latest(metrics.registry)
+
+
+# ---- a target's series, compact (monitor.metrics.series) ------------------------------------------------------------
+
+
+def _scrapes(registry: CollectorRegistry) -> tuple[bytes, bytes]:
+    return generate_latest(registry), openmetrics_latest(registry)
+
+
+def _daemon_metrics(region: str | None = None) -> Metrics:
+    """A daemon's metrics through a life: targets added, runs of every kind, a reload, a removal."""
+    metrics = Metrics(region=region)
+    metrics.add_target("a", 60.0, 2.0, 90.0, resume=True)
+    metrics.add_target("b", 30.0, 1.5, 60.0)
+    metrics.add_target("gone", 10.0, 2.0, 60.0)
+    metrics.observe("a", finished(warnings=["buffering_suspected"], server_timing={"openai-processing-ms": 0.05},
+                                  usage={"input_tokens": 12, "output_tokens": 20},
+                                  cost={"amount": 2e-5, "currency": "USD"}), run=7)
+    metrics.observe("b", finished("ended_early", "connection_lost", ttft=None, alerts=["SSEProbeStreamEndedEarly"]),
+                    run=8)
+    metrics.observe("b", finished(ttft=2.5, first_text_seconds=2.75, alerts=["SSEProbeTTFTHigh"]), run=9)
+    metrics.observe("gone", finished(clock="user"))
+    metrics.count(metrics.lagged_probes, "b")
+    metrics.count(metrics.skipped, "a")
+    metrics.configure_target("b", 15.0, 2.0, 60.0, resume=True)
+    metrics.remove_target("gone")
+    return metrics
+
+
+@pytest.mark.parametrize("region", [None, "eu-west"])
+def test_a_targets_compact_series_scrape_byte_for_byte_as_prometheus_clients_own(region, monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_123.5)  # created times and exemplar stamps alike
+    with monkeypatch.context() as library:
+        library.setattr(metrics_module, "series", lambda metric, *labelvalues: metric.labels(*labelvalues))
+        reference = _daemon_metrics(region)
+    compact = _daemon_metrics(region)
+    assert _scrapes(compact.registry) == _scrapes(reference.registry)
+    assert render(compact.registry) == generate_latest(reference.registry)
+    assert render_openmetrics(compact.registry) == openmetrics_latest(reference.registry)
+    for family in (compact.ttft, compact.runs, compact.warning, compact.threshold, compact.tokens):
+        assert family._metrics and not any(hasattr(child, "__dict__") for child in family._metrics.values())
+
+
+def test_compact_series_keep_the_librarys_values_checks_and_exemplars(monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
+    registries = []
+    for make in (lambda metric, *labelvalues: metric.labels(*labelvalues), series):
+        registry = CollectorRegistry()
+        counter = Counter("c", "C.", ("target",), registry=registry)
+        gauge = Gauge("g", "G.", ("target", "name"), registry=registry)
+        histogram = Histogram("h", "H.", ("target",), buckets=(0.5, 1.0, 2.0), registry=registry)
+        make(counter, "a").inc(2.5)
+        make(counter, "b")
+        with pytest.raises(ValueError, match="non-negative"):
+            make(counter, "a").inc(-1)
+        for name, value in (("zero", -0.0), ("nan", math.nan), ("inf", math.inf), ("int", 7)):
+            make(gauge, "a", name).set(value)
+        make(gauge, "a", "int").inc(2)
+        make(gauge, "a", "int").dec(0.5)
+        for value in (0.0, 0.5, 0.75, 2.0, 2.5, 1e9):
+            make(histogram, "a").observe(value, {"run": "3"} if value > 0.6 else None)
+        with pytest.raises(ValueError, match="128"):
+            make(histogram, "a").observe(1.0, {"run": "x" * 200})
+        counter.remove("b")
+        make(counter, "b").inc()
+        registries.append(registry)
+    library, compact = registries
+    assert _scrapes(compact) == _scrapes(library)
+    assert render(compact) == generate_latest(library)
+    assert render_openmetrics(compact) == openmetrics_latest(library)
+    monkeypatch.setattr(prometheus_metrics, "_use_created", False)
+    assert _scrapes(compact) == _scrapes(library)
+    assert render(compact) == generate_latest(library)
