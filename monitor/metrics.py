@@ -55,7 +55,7 @@ OUTCOME_REASONS = tuple((outcome, reason) for outcome, reasons in REASONS.items(
 # here instead as slotted objects with the same attributes and prometheus_client's own methods (inc, set, observe and
 # the samples a scrape reads), in the labelled metric's own table of children: generate_latest, the OpenMetrics writer,
 # remove() and render() below read them as they read the library's, and the text is byte for byte the same
-# (tests/test_metrics_compact.py). Their values have no lock: only the event loop's thread writes a target's series,
+# (tests/test_metrics_render.py). Their values have no lock: only the event loop's thread writes a target's series,
 # and a scrape's thread reads one float at a time.
 
 
