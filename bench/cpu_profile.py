@@ -38,15 +38,21 @@ def start(pid: int, seconds: float, out: Path) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def finish(proc: subprocess.Popen, out: Path, timeout: float = 60.0) -> dict:
-    """Wait for py-spy; the profile's file and its summary, or why there is none."""
+def _wait(proc: subprocess.Popen, out: Path, timeout: float) -> str | None:
+    """Wait for a sampler (killed past `timeout`); None when it wrote `out`, else why not (the end of its stderr)."""
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-    if not out.exists():
-        return {"profile": None, "why": (err or b"").decode("utf-8", "replace").strip()[-300:]}
+    return None if out.exists() else (err or b"").decode("utf-8", "replace").strip()[-300:]
+
+
+def finish(proc: subprocess.Popen, out: Path, timeout: float = 60.0) -> dict:
+    """Wait for py-spy; the profile's file and its summary, or why there is none."""
+    why = _wait(proc, out, timeout)
+    if why is not None:
+        return {"profile": None, "why": why}
     return {"profile": str(out), **summary(out.read_text())}
 
 
@@ -96,13 +102,9 @@ def perf_start(pid: int, seconds: float, out: Path) -> subprocess.Popen:
 
 def perf_finish(proc: subprocess.Popen, out: Path, timeout: float = 60.0) -> dict:
     """Wait for perf; the window's samples by part of the machine (`parts`) and by object, or why there are none."""
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    if not out.exists():
-        return {"perf_data": None, "why": (err or b"").decode("utf-8", "replace").strip()[-300:]}
+    why = _wait(proc, out, timeout)
+    if why is not None:
+        return {"perf_data": None, "why": why}
     report = subprocess.run([find_perf() or "perf", "report", "--input", str(out), "--stdio", "--sort", "dso",
                              "--no-children", "-g", "none", "--percent-limit", "0", "--show-nr-samples"],
                             capture_output=True, text=True, timeout=timeout, check=False)
