@@ -113,7 +113,7 @@ def perf_finish(proc: subprocess.Popen, out: Path, timeout: float = 60.0) -> dic
 
 PARTS = (  # (part, what an object's name starts with), first match wins
     ("interpreter", ("libpython", "python")),
-    ("kernel", ("[kernel", "[vdso]", "[unknown]")),
+    ("kernel", ("[kernel", "[vdso]")),
     ("uvloop", ("loop.cpython", "libuv")),
     ("libc", ("libc.", "libm.", "ld-linux", "libpthread")),
 )

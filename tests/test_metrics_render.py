@@ -179,6 +179,8 @@ def test_compact_series_keep_the_librarys_values_checks_and_exemplars(monkeypatc
         make(counter, "b").inc()
         registries.append(registry)
     library, compact = registries
+    children = [child for metric in compact._collector_to_names for child in metric._metrics.values()]
+    assert children and not any(hasattr(child, "__dict__") for child in children)  # compact ones, not the library's
     assert _scrapes(compact) == _scrapes(library)
     assert render(compact) == generate_latest(library)
     assert render_openmetrics(compact) == openmetrics_latest(library)
