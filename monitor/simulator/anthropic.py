@@ -23,6 +23,8 @@ THINKING_BLOCK = {"type": "thinking", "thinking": ""}
 
 
 class Anthropic(Format):
+    pure_tokens = True
+
     def _message(self, content: list[Any], stop: str | None, n: int) -> dict[str, Any]:
         message = {"id": "msg_sim", "type": "message", "role": "assistant", "model": self.model, "content": content}
         usage = {"input_tokens": PROMPT_TOKENS, "output_tokens": n}

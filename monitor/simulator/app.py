@@ -26,7 +26,7 @@ from .lateness import Lateness, Paced
 from .openai_chat import OpenAIChat
 from .openai_responses import OpenAIResponses
 from .params import BadParam, Params, parse_params, resume_point
-from .stream import SERVER_SEND, Stream, buffered, event_stream
+from .stream import SERVER_SEND, Plan, Stream, buffered, event_stream
 from .truth import RECEIVED_KEY, Truth, TruthLog
 
 DIALECT_PATHS: dict[str, str] = {
@@ -70,7 +70,9 @@ async def respond(p: Params, fmt: Format, t0: float, truth: Truth | None = None,
         return await buffered(gzipped(chunks) if p.gzip else chunks, _gzip_header(headers, p.gzip), truth)
     paced = Paced(lateness) if lateness is not None else None
     chunks = event_stream(p, fmt, t0, truth=truth, start=start, paced=paced)
-    return Stream(gzipped(chunks) if p.gzip else chunks, _gzip_header(headers, p.gzip), truth=truth, paced=paced)
+    plan = Plan(p, fmt, t0, start, lateness) if Plan.fits(p) else None  # the fast lane, where the connection allows
+    return Stream(gzipped(chunks) if p.gzip else chunks, _gzip_header(headers, p.gzip), truth=truth, paced=paced,
+                  plan=plan)
 
 
 def _gzip_header(headers: dict[str, str], gzip: bool) -> dict[str, str]:

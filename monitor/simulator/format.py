@@ -17,6 +17,8 @@ def _text_of(n: int) -> str:
 class Format:
     """One wire format: the events of each timeline step, and its JSON bodies for errors and non-streamed replies."""
 
+    pure_tokens = False  # token(i) depends on nothing but i, model, created and thinking: no state between calls
+
     def __init__(self, model: str, body: dict[str, Any]) -> None:
         self.model = model
         self.body = body

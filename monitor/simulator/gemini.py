@@ -20,6 +20,8 @@ GEMINI_STATUSES = {
 
 
 class Gemini(Format):
+    pure_tokens = True
+
     def _chunk(self, text: str, n: int | None = None, thought: bool = False) -> dict[str, Any]:
         part: dict[str, Any] = {"text": text, "thought": True} if thought else {"text": text}
         candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}}

@@ -8,6 +8,8 @@ from .format import Event, Format, _text_of
 
 
 class Generic(Format):
+    pure_tokens = True
+
     def token(self, i: int) -> list[Event]:
         return [(None, {"token": f"{i}\n"})]
 

@@ -18,6 +18,8 @@ def _openai_error(status: int, message: str) -> dict[str, Any]:
 
 
 class OpenAIChat(Format):
+    pure_tokens = True
+
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return {**self._envelope(), "choices": [choice]}

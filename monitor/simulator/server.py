@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..serving import AppServer
 from .app import create_app
+from .stream import TRANSPORT_KEY
 from .truth import RECEIVED_KEY, TruthLog
 
 SO_TIMESTAMPNS = 35  # Linux (asm-generic): the kernel's receive time of each segment, as a timespec in recvmsg
@@ -55,20 +56,35 @@ def _kernel_receipt(transport: Any) -> float | None:
     return None
 
 
-def _stamping_protocol() -> type:
-    """uvicorn's HTTP protocol (the one it would pick), noting when each request's first bytes arrived and passing
-    that on in the request's scope: the truth log's `received`. The first request of a connection, waiting when the
-    connection is accepted (always, with _enable_receive_stamps' deferred accept), gets the kernel's receive time
-    ("kernel": what a busy origin's event loop takes to get to it is not the client's delay); a later request on a
-    kept-alive connection, the time the event loop handed its bytes over ("loop"), before any parsing. Parsing (h11
-    in pure Python when httptools is absent), a task switch and starlette's routing come later: ~0.2 ms on an idle
-    machine, more under load (the record's `app`)."""
+def _server_protocol(stamps: bool) -> type:
+    """uvicorn's HTTP protocol (the one it would pick), putting each request's transport in its scope (TRANSPORT_KEY:
+    the fast lane writes a paced stream's chunks there, see pacer.py). With `stamps`, it also notes when each
+    request's first bytes arrived and passes that on in the scope: the truth log's `received`. The first request of a
+    connection, waiting when the connection is accepted (always, with _enable_receive_stamps' deferred accept), gets
+    the kernel's receive time ("kernel": what a busy origin's event loop takes to get to it is not the client's
+    delay); a later request on a kept-alive connection, the time the event loop handed its bytes over ("loop"), before
+    any parsing. Parsing (h11 in pure Python when httptools is absent), a task switch and starlette's routing come
+    later: ~0.2 ms on an idle machine, more under load (the record's `app`)."""
     from uvicorn.config import HTTP_PROTOCOLS
     from uvicorn.importer import import_from_string
 
     base = import_from_string(HTTP_PROTOCOLS["auto"])
 
-    class StampingProtocol(base):  # type: ignore[misc, valid-type]
+    class LaneProtocol(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            inner = self.app
+
+            async def app(scope: Scope, receive: Receive, send: Send) -> None:
+                scope[TRANSPORT_KEY] = self.transport
+                await inner(scope, receive, send)
+
+            self.app = app
+
+    if not stamps:
+        return LaneProtocol
+
+    class StampingProtocol(LaneProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._first_bytes: tuple[float, str] | None = None
@@ -94,6 +110,13 @@ def _stamping_protocol() -> type:
     return StampingProtocol
 
 
+def _configure(server: AppServer, stamps: bool) -> None:
+    """The simulator's uvicorn: its protocol (_server_protocol), and no proxy-headers middleware (an origin has no
+    proxy in front whose X-Forwarded-For it should believe, and each request skips a layer)."""
+    server.config.http = _server_protocol(stamps)
+    server.config.proxy_headers = False
+
+
 class _AnnouncingServer(AppServer):
     """Prints the URL once connections are accepted, so scripts and tests can wait for that line."""
 
@@ -112,8 +135,8 @@ def serve(host: str = "127.0.0.1", port: int = 8900, truth_log: str | None = Non
     log = TruthLog(truth_log, truth_max_records) if truth_log else None
     try:
         server = _AnnouncingServer(create_app(log), host, port, handle_signals=True)
+        _configure(server, stamps=log is not None)
         if log is not None:
-            server.config.http = _stamping_protocol()
             _enable_receive_stamps(server.socket)
         _freeze_what_stays()
         server.run(sockets=[server.socket])
@@ -151,6 +174,7 @@ class RunningSimulator:
 
     async def __aenter__(self) -> RunningSimulator:
         self._server = AppServer(self.app(), self.host, self.port)
+        _configure(self._server, stamps=False)
         self.base_url, self.port = self._server.base_url, self._server.port
         await self._server.start()
         return self

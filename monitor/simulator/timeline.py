@@ -8,7 +8,7 @@ import itertools
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from .params import Params
 
@@ -114,32 +114,43 @@ def _token_time(p: Params, first: float, i: int, start: int = 1) -> float:
     return first + (i - start) / p.rate + paused
 
 
-async def timeline(p: Params, t0: float, instant: bool = False, start: int = 1,
-                   clock: _Clock | None = None) -> AsyncIterator[Step]:
-    """The steps of one stream, each yielded when it is due (at once when instant): the only timing logic. `t0`: the
-    request's arrival on time.monotonic(). Tokens are counted from `start` (a resumed stream's first), due after ttft
-    as usual; see in_stream() for the drop, error and pause. A `clock` given says when each step was due (its `due`)."""
-    clock = clock or _Clock(p.heartbeat, instant)
-    yield ("preamble", 0)
+def steps(p: Params, first: float, start: int = 1) -> Iterator[tuple[float | None, str, int]]:
+    """The steps of one stream in order, each with when it is due on time.monotonic() (None: as soon as the one
+    before is out): the only timing logic, without heartbeats (the clock puts those in, see timeline()). `first`: when
+    the first token is due. Tokens are counted from `start` (a resumed stream's first); see in_stream() for the drop,
+    error and pause."""
+    yield (None, "preamble", 0)
     if p.huge_line:
-        yield ("huge", p.huge_line)
-    first = max(t0 + p.ttft, clock.start)
+        yield (None, "huge", p.huge_line)
     drop_after, error_after = in_stream(start, p.drop_after), in_stream(start, p.error_after)
     sent = start - 1
     while (p.endless or sent < p.tokens) and sent != drop_after and sent != error_after:
         sent += 1
-        due = _token_time(p, first, sent, start)
-        if clock.next_beat < due:
-            async for beat in clock.until(due):
-                yield beat
-        else:  # no heartbeat on the way: a plain wait, without a generator of its own
-            await clock.sleep_until(due)
-        yield ("token", sent)
+        yield (_token_time(p, first, sent, start), "token", sent)
     if sent == drop_after:
-        yield ("drop", sent)
+        yield (None, "drop", sent)
     elif sent == error_after:
-        yield ("error", sent)
+        yield (None, "error", sent)
     elif not p.no_terminal:
-        async for beat in clock.until(first):  # with no token at all, the end comes when the first token would have
-            yield beat
-        yield ("end", min(sent, p.tokens))  # a resumed stream's start may lie beyond the last token
+        yield (first, "end", min(sent, p.tokens))  # with no token at all, the end comes when the first token would
+        # have; a resumed stream's start may lie beyond the last token
+
+
+def first_token_due(p: Params, t0: float, clock_start: float) -> float:
+    """When the first token of a request that arrived at `t0` is due, for a stream that starts at `clock_start`."""
+    return max(t0 + p.ttft, clock_start)
+
+
+async def timeline(p: Params, t0: float, instant: bool = False, start: int = 1,
+                   clock: _Clock | None = None) -> AsyncIterator[Step]:
+    """The steps of one stream (steps()), each yielded when it is due (at once when instant), heartbeats between
+    them. `t0`: the request's arrival on time.monotonic(). A `clock` given says when each step was due (its `due`)."""
+    clock = clock or _Clock(p.heartbeat, instant)
+    for due, kind, n in steps(p, first_token_due(p, t0, clock.start), start):
+        if due is not None:
+            if clock.next_beat < due:
+                async for beat in clock.until(due):
+                    yield beat
+            else:  # no heartbeat on the way: a plain wait, without a generator of its own
+                await clock.sleep_until(due)
+        yield (kind, n)

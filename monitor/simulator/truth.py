@@ -18,7 +18,7 @@ class TruthLog:
          "first_byte": T, "first_token": T}
 
     `received`: the request's first bytes arrived (`received_by` "kernel": the kernel's receive time; "loop": when the
-    event loop handed them over, see _stamping_protocol; "app": the endpoint's entry, when create_app() is served by
+    event loop handed them over, see server._server_protocol; "app": the endpoint's entry, when create_app() is served by
     another server); `app`: the endpoint was entered; `first_byte`: just before the response start (status line and
     headers) was handed to the server; `first_token`: just before the chunk carrying the first token event was (null
     when none was sent). A record is written once the first token is out, or when the response ends. Writes go to a
