@@ -106,14 +106,6 @@ def in_stream(start: int, after: int | None) -> int | None:
     return after if after is not None and (after >= start or after == start - 1 == 0) else None
 
 
-def _token_time(p: Params, first: float, i: int, start: int = 1) -> float:
-    """When token i is due in a stream whose first token is `start`: paced from that one (due at `first`), shifted by
-    the pause after token pause_after."""
-    pause_after = in_stream(start, p.pause_after)
-    paused = p.pause if pause_after is not None and i > pause_after else 0.0
-    return first + (i - start) / p.rate + paused
-
-
 def steps(p: Params, first: float, start: int = 1) -> Iterator[tuple[float | None, str, int]]:
     """The steps of one stream in order, each with when it is due on time.monotonic() (None: as soon as the one
     before is out): the only timing logic, without heartbeats (the clock puts those in, see timeline()). `first`: when
@@ -123,10 +115,13 @@ def steps(p: Params, first: float, start: int = 1) -> Iterator[tuple[float | Non
     if p.huge_line:
         yield (None, "huge", p.huge_line)
     drop_after, error_after = in_stream(start, p.drop_after), in_stream(start, p.error_after)
+    pause_after = in_stream(start, p.pause_after)
     sent = start - 1
     while (p.endless or sent < p.tokens) and sent != drop_after and sent != error_after:
         sent += 1
-        yield (_token_time(p, first, sent, start), "token", sent)
+        # token `sent` is paced from the stream's first (due at `first`), shifted by the pause after pause_after
+        paused = p.pause if pause_after is not None and sent > pause_after else 0.0
+        yield (first + (sent - start) / p.rate + paused, "token", sent)
     if sent == drop_after:
         yield (None, "drop", sent)
     elif sent == error_after:
