@@ -683,6 +683,9 @@ class _Stream(httpcore.AsyncNetworkStream):
         self._last_piece = time.perf_counter()
         self._window_start, self._window_busy = self._last_piece, 0.0
         self._raw.consumer = self._drain
+        if self._timer is not None:  # the head's read deadline: left armed, it would keep this stream (and its socket)
+            self._timer.cancel()     # alive on the loop for the whole read timeout after the probe ended
+            self._timer, self._timer_due = None, math.inf
         if timeout is not None:
             self._timer = loop.call_later(timeout, self._check_idle)
         try:

@@ -170,6 +170,24 @@ def test_a_probe_frees_what_it_used_without_the_garbage_collector(simulator):
     assert [name for name in left if name.startswith(("httpx.", "httpcore.", "h11.", "monitor."))] == []
 
 
+def test_a_finished_probe_leaves_nothing_of_its_connection_alive(simulator):
+    """Nothing scheduled on the loop (a read deadline, an idle timer) keeps a finished probe's connection objects:
+    memory follows the open streams, not the probes of the last read timeout (90 s by default)."""
+    import gc
+
+    async def scenario() -> tuple[int, int]:
+        spec = ProbeSpec(url=f"{simulator}{CHAT}?ttft=0.05&tokens=5&rate=100")
+        results = await asyncio.gather(*(run_probe(spec) for _ in range(5)))
+        assert [r.outcome for r in results] == ["completed"] * 5
+        await asyncio.sleep(0.05)
+        gc.collect()
+        streams = sum(isinstance(o, _Stream) for o in gc.get_objects())
+        sockets = sum(isinstance(o, _Socket) for o in gc.get_objects())
+        return streams, sockets
+
+    assert asyncio.run(scenario()) == (0, 0)
+
+
 # -- kernel receive timestamps -----------------------------------------------------------------------------------------
 
 
