@@ -8,7 +8,7 @@ import re
 import httpx
 import yaml
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, require_binary
 from dashboards.generate import all_queries
 from servers import DaemonProcess, RecordingServer, running_canary, start_nginx, start_prometheus, wait_until
 
@@ -89,6 +89,7 @@ def test_every_dashboard_query_and_alert_rule_returns_data_from_the_real_daemon(
 
 
 def every_query_and_rule_returns_data(simulator: str, chain: str, tmp_path) -> None:
+    require_binary("prometheus")  # before the daemon starts: a skip after it would leave it running
     alertmanager = RecordingServer()
     # with a region (SSE_MONITOR_REGION), as a multi-region setup runs: every series carries it, the region rules see it
     daemon = DaemonProcess(daemon_config(simulator, alertmanager.url, chain), tmp_path, args=["--web.enable-lifecycle"],

@@ -18,7 +18,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from conftest import ROOT, free_port, probe_json, sse_monitor
+from conftest import ROOT, free_port, probe_json, require_binary, sse_monitor
 from servers import DaemonProcess, parse_metrics, running_daemon, start_prometheus, wait_until
 from monitor.breakdown import ttft_breakdown
 from monitor.dialects import make_dialect
@@ -407,6 +407,7 @@ def test_metrics_endpoint_serves_openmetrics_only_to_a_scraper_that_asks(accept,
 
 
 def test_real_prometheus_stores_exemplars_with_our_run_numbers(simulator, tmp_path):
+    require_binary("prometheus")  # before the daemon starts: a skip after it would leave it running
     chat = url(simulator, "openai-chat", tokens=3, ttft=0.05, rate=100)
     daemon = DaemonProcess(f"scheduler: {{jitter: 0s}}\ntargets:\n  - {{name: chat, url: '{chat}', interval: 1s}}\n",
                            tmp_path)

@@ -5,24 +5,20 @@ A stream on the general path is a task whose async generators wake once per even
 an HTTP/1.1 connection goes through the Pacer instead: its steps (timeline.steps) are taken by one timer callback
 for every stream of the loop, each due chunk rendered, framed as an HTTP/1.1 chunk and written to the transport
 there. The response's start and its end (the last chunk, "0") still go through the server. What the client receives
-is the same bytes at the same times; the simulator's CPU per event is about half (bench/simulator_load.py)."""
+is the same bytes at the same times, for about a third less of the simulator's CPU per event (bench/README.md, "The
+simulator's own capacity")."""
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
-import math
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .faults import SimulatedDrop
 from .lateness import Lateness
+from .timeline import Deadlines, per_loop
 from .truth import Truth
-
-TICK = 0.001  # uvloop's timer resolution: the shortest wait the pacer's timer asks for
 
 
 class Lane:
@@ -87,46 +83,18 @@ class Lane:
                 self.finished.set_exception(error)
 
 
-class Pacer:
-    """The lanes of one event loop, each waiting in a heap for its next step; one timer, set for the earliest. A step
-    is taken by the first firing at or after its due time (never early); a timer fires at most once per millisecond of
-    uvloop's clock, and nothing spins."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.waits: list[tuple[float, int, Lane]] = []
-        self.order = itertools.count()
-        self.timer: asyncio.TimerHandle | None = None
-        self.armed = math.inf
+class Pacer(Deadlines):
+    """The lanes of one event loop, each waiting for its next step (timeline.Deadlines: one timer for all, never
+    early, nothing spins)."""
 
     def start(self, lane: Lane) -> None:
         """Take the lane's steps that are due now, and queue it for the next."""
-        self._queue(lane, _advance(lane, time.monotonic()))
+        due = _advance(lane, time.monotonic())
+        if due is not None:
+            self.push(due, lane)
 
-    def _queue(self, lane: Lane, due: float | None) -> None:
-        if due is None:
-            return
-        heapq.heappush(self.waits, (due, next(self.order), lane))
-        if due < self.armed:
-            if self.timer is not None:
-                self.timer.cancel()
-            self.armed = due
-            self.timer = self.loop.call_later(max(due - time.monotonic(), TICK), self._fire)
-
-    def _fire(self) -> None:
-        self.timer, self.armed = None, math.inf
-        waits = self.waits
-        now = time.monotonic()
-        while waits and waits[0][0] <= now:
-            lane = heapq.heappop(waits)[2]
-            if not lane.stopped:
-                due = _advance(lane, now)
-                if due is not None:
-                    heapq.heappush(waits, (due, next(self.order), lane))
-        if waits:
-            due = waits[0][0]
-            self.armed = due
-            self.timer = self.loop.call_later(max(due - time.monotonic(), TICK), self._fire)
+    def _due(self, lane: Lane, now: float) -> float | None:
+        return None if lane.stopped else _advance(lane, now)
 
 
 def _advance(lane: Lane, now: float) -> float | None:
@@ -138,16 +106,9 @@ def _advance(lane: Lane, now: float) -> float | None:
         return None
 
 
-_PACERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
-
-
 def pacer() -> Pacer:
     """The running loop's pacer."""
-    loop = asyncio.get_running_loop()
-    found = _PACERS.get(loop)
-    if found is None:
-        found = _PACERS[loop] = Pacer(loop)
-    return found
+    return per_loop(Pacer)
 
 
 async def paced(steps: Iterator[tuple[float | None, str, int]], render: Callable[[str, int], bytes],

@@ -9,37 +9,35 @@ import math
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypeVar
 
 from .params import Params
 
+D = TypeVar("D", bound="Deadlines")
 Step = tuple[str, int]  # (kind, count): preamble, huge, heartbeat, token, end, error, drop
 
 
-class _Ticker:
-    """Wakes the waits of one event loop whose deadlines (on time.monotonic()) have come, all from one timer set for
-    the earliest: a stream's wait costs a heap entry and a future, not a timer of its own. A timer fires at most once
-    per millisecond of uvloop's clock, and nothing spins: a deadline is released by the first firing at or after it
-    (it never goes out early); one still ahead then waits for a later firing."""
+class Deadlines:
+    """Items of one event loop waiting for their deadlines (on time.monotonic()), all served by one timer set for the
+    earliest: an item costs a heap entry, not a timer of its own. The timer fires at most once per millisecond of
+    uvloop's clock, and nothing spins: an item is served (`_due`) by the first firing at or after its deadline (never
+    early); one still ahead then waits for a later firing."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.waits: list[tuple[float, int, asyncio.Future[None]]] = []  # a heap: (deadline, order, future)
+        self.waits: list[tuple[float, int, Any]] = []  # a heap: (deadline, order, item)
         self.order = itertools.count()
         self.timer: asyncio.TimerHandle | None = None
         self.armed = math.inf  # the deadline the timer is set for
-        self.done: asyncio.Future[None] = loop.create_future()  # what a deadline already passed waits for: nothing
-        self.done.set_result(None)
 
-    def wait(self, deadline: float) -> asyncio.Future[None]:
-        future = self.loop.create_future()
-        heapq.heappush(self.waits, (deadline, next(self.order), future))
+    def push(self, deadline: float, item: Any) -> None:
+        heapq.heappush(self.waits, (deadline, next(self.order), item))
         if deadline < self.armed:
+            if self.timer is not None:
+                self.timer.cancel()
             self._arm(deadline)
-        return future
 
     def _arm(self, deadline: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         self.armed = deadline
         self.timer = self.loop.call_later(max(deadline - time.monotonic(), TICK), self._fire)
 
@@ -47,23 +45,51 @@ class _Ticker:
         self.timer, self.armed = None, math.inf
         now, waits = time.monotonic(), self.waits
         while waits and waits[0][0] <= now:
-            future = heapq.heappop(waits)[2]
-            if not future.done():  # not cancelled with its stream
-                future.set_result(None)
+            item = heapq.heappop(waits)[2]
+            again = self._due(item, now)
+            if again is not None:
+                heapq.heappush(waits, (again, next(self.order), item))
         if waits:
             self._arm(waits[0][0])
 
+    def _due(self, item: Any, now: float) -> float | None:
+        """Serve an item whose deadline has come; its next deadline, or None when it waits no more."""
+        raise NotImplementedError
 
-TICK = 0.001  # uvloop's timer resolution: the shortest wait the ticker asks for
-_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = weakref.WeakKeyDictionary()
+
+class _Ticker(Deadlines):
+    """Wakes the waits of one event loop whose deadlines have come: a stream's wait costs a heap entry and a future."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.done: asyncio.Future[None] = loop.create_future()  # what a deadline already passed waits for: nothing
+        self.done.set_result(None)
+
+    def wait(self, deadline: float) -> asyncio.Future[None]:
+        future = self.loop.create_future()
+        self.push(deadline, future)
+        return future
+
+    def _due(self, future: asyncio.Future[None], now: float) -> None:
+        if not future.done():  # not cancelled with its stream
+            future.set_result(None)
+
+
+TICK = 0.001  # uvloop's timer resolution: the shortest wait the timer asks for
+_PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[type, Deadlines]] = weakref.WeakKeyDictionary()
+
+
+def per_loop(kind: type[D]) -> D:
+    """The running loop's one instance of this Deadlines class."""
+    loop = asyncio.get_running_loop()
+    found = _PER_LOOP.setdefault(loop, {})
+    if kind not in found:
+        found[kind] = kind(loop)
+    return found[kind]  # type: ignore[return-value]
 
 
 def _ticker() -> _Ticker:
-    loop = asyncio.get_running_loop()
-    ticker = _TICKERS.get(loop)
-    if ticker is None:
-        ticker = _TICKERS[loop] = _Ticker(loop)
-    return ticker
+    return per_loop(_Ticker)
 
 
 class _Clock:
