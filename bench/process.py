@@ -221,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
               f"file {st['history_file_mb']} MB; history writer {_f(100 * (st['history_writer_share_of_daemon_cpu'] or 0), 1)} % "
               f"of the daemon's CPU ({_f(100 * st['daemon_core_share'], 0)} % of a core); TTFT error p50/p99/max "
               f"{_triple(g['ttft_error'])} ms")
+        sc = st.get("metrics_scrapes")
+        if sc:
+            print(f"  /metrics scraped every {sc['every_seconds']:g} s as Prometheus does: {sc['scrapes']} scrapes, "
+                  f"{sc['failures']} failed, {sc['body_mb']} MB a page, p50 {sc['seconds_p50']} s, max "
+                  f"{sc['seconds_max']} s")
     split = results["targets"]["cpu_us_per_event_at_200"].get("split")
     if split:
         print(f"\nCPU per event and per probe, apart (fitted from the levels {' and '.join(split['from'])}: "

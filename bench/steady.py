@@ -7,8 +7,10 @@ tree's own `monitor.history`, so the daemon starts where one that ran for days w
 runs loaded, every insert deleting the oldest run. Then the daemon probes for the warm-up (five intervals: every
 target has run five times) and the window, and RSS is read every 2 s. Figures: RSS at the end of the window and
 its growth (least-squares slope over the window, MB per hour), VmHWM, the history file's size, and the CPU of the
-history writer thread (named `sse-history`) as a share of the daemon's. `--steady-no-prefill` starts from an empty
-history instead: the RSS curve then shows what filling it costs (the issue's scenario)."""
+history writer thread (named `sse-history`) as a share of the daemon's. Throughout, /metrics is scraped every 15 s
+with the Accept header Prometheus sends (OpenMetrics first), as the shipped config/prometheus/prometheus.yml does: a
+daemon in use is scraped, and a scrape's texts and buffers are part of its memory. `--steady-no-prefill` starts from
+an empty history instead: the RSS curve then shows what filling it costs (the issue's scenario)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ import asyncio
 import os
 import shutil
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from daemon_pass import daemon_figures
@@ -28,6 +32,9 @@ from workload import PATH, RUN_DIR, Workload
 STEADY_TARGETS = 1000
 STEADY_STREAMS = 200  # streams open on average: the targets' interval is set to keep this many
 SAMPLE_SECONDS = 2.0
+SCRAPE_SECONDS = 15.0  # config/prometheus/prometheus.yml's scrape_interval
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")  # what Prometheus asks /metrics for
 WARMUP_INTERVALS = 5  # measured (rss_curve): RSS levels off within ~4 intervals of the start, then steps < 0.5 MB
 
 
@@ -51,6 +58,38 @@ def thread_cpu(pid: int, comm: str) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+class Scraper:
+    """GET /metrics every SCRAPE_SECONDS, as Prometheus does, until stopped; each scrape's seconds and bytes."""
+
+    def __init__(self, base_url: str) -> None:
+        self.url = base_url.rstrip("/") + "/metrics"
+        self.scrapes: list[tuple[float, int]] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(SCRAPE_SECONDS):
+            started = time.perf_counter()
+            try:
+                request = urllib.request.Request(self.url, headers={"Accept": PROMETHEUS_ACCEPT})
+                with urllib.request.urlopen(request, timeout=SCRAPE_SECONDS) as response:
+                    size = len(response.read())
+                self.scrapes.append((time.perf_counter() - started, size))
+            except OSError:
+                self.failures += 1
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(SCRAPE_SECONDS + 5)
+        seconds = sorted(s for s, _ in self.scrapes)
+        return {"every_seconds": SCRAPE_SECONDS, "scrapes": len(seconds), "failures": self.failures,
+                "seconds_p50": round(seconds[len(seconds) // 2], 3) if seconds else None,
+                "seconds_max": round(seconds[-1], 3) if seconds else None,
+                "body_mb": round(self.scrapes[-1][1] / 1e6, 2) if self.scrapes else None}
 
 
 def slope_per_hour(samples: list[tuple[float, float]]) -> float:
@@ -106,7 +145,7 @@ def steady_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
             + [f"  - {{name: {n}, url: '{sim.base_url}{PATH}?{w.query}&tag={n}'}}" for n in names]) + "\n")
         filled = prefill(data_dir, names, sim.base_url, w, interval, 100) if opts.steady_prefill else None
         daemon = DaemonProcess(env["daemon_cmd"], monitor_core, config, log_path, err_path)
-        daemon.wait_started(90)
+        scraper = Scraper(daemon.wait_started(90))
         t0 = time.time()
         w0, w1 = t0 + warmup, t0 + warmup + window
         curve = []
@@ -123,6 +162,7 @@ def steady_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
         cpu1, writer1 = proc_cpu(daemon.pid), thread_cpu(daemon.pid, "sse-history")
         real_w1 = time.time()
         sleep_until(real_w1 + w.stream_seconds + opts.tail)
+        scraped = scraper.stop()
         hwm = proc_status_kb(daemon.pid, "VmHWM")
         file_bytes = sum(p.stat().st_size for p in data_dir.glob("sse-monitor.db*") if p.is_file())
         alive = daemon.proc.poll() is None
@@ -142,6 +182,7 @@ def steady_pass(spec: dict, w: Workload, opts: argparse.Namespace, env: dict) ->
         "rss_growth_mb_per_hour": round(slope_per_hour(samples), 2),
         "peak_rss_mb": None if hwm is None else round(hwm / 1024, 1),
         "history_file_mb": round(file_bytes / 2**20, 1),
+        "metrics_scrapes": scraped,
         "rss_curve": curve,
     }
     out.update(daemon_figures({**spec, "kind": "streams"}, w, names, log_path, read_truth(truth_path), w0, real_w1,
