@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from monitor.simulator.gemini import Gemini
 from monitor.simulator.generic import Generic
 from monitor.simulator.openai_chat import OpenAIChat
 from monitor.simulator.openai_responses import OpenAIResponses
-from monitor.simulator.pacer import pacer
+from monitor.simulator.pacer import WRITE_HIGH, pacer
 from monitor.simulator.params import Params
 from monitor.simulator.stream import encode_event, step_renderer
 
@@ -142,3 +143,25 @@ def test_a_format_whose_token_events_are_shared_keeps_no_state_between_them(name
     for fmt in (fresh, other, used):  # the shared rendering is each stream's own, whoever rendered it first
         direct = b"".join(encode_event(e, b"\n") for e in fmt.token(3))
         assert VARYING.sub(b"", step_renderer(Params(), fmt)("token", 3)) == VARYING.sub(b"", direct)
+
+
+def test_a_client_that_does_not_read_holds_back_its_lane_not_the_simulators_memory() -> None:
+    """A lane stops writing while its connection holds more than WRITE_HIGH unsent, as the server's flow control does
+    for the general path: a client that never reads costs the kernel's buffers and 64 KiB, not the whole stream."""
+    async def main() -> int:
+        async with RunningSimulator() as sim:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the sender's buffers fill
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", sim.port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(f"GET {DIALECT_PATHS['generic']}?ttft=0&tokens=10000000&rate=50000 HTTP/1.1\r\n"
+                         "Host: 127.0.0.1\r\n\r\n".encode())
+            await asyncio.sleep(4)  # ~12 MB asked, past what the kernel holds for one connection
+            (lane,) = [lane for _, _, lane in pacer().waits if not lane.stopped]
+            waiting = lane.transport.get_write_buffer_size()
+            writer.close()
+            return waiting
+
+    waiting = asyncio.run(main())
+    assert WRITE_HIGH // 2 < waiting <= WRITE_HIGH + 4096  # it reached the mark, and went at most a chunk past it

@@ -21,6 +21,10 @@ from .timeline import Deadlines, per_loop
 from .truth import Truth
 
 
+WRITE_HIGH = 64 * 1024  # bytes waiting in a transport past which a lane sends nothing more (asyncio's high-water mark)
+BACKLOG_RETRY = 0.01  # how often such a lane looks again
+
+
 class Lane:
     """One stream in the Pacer: its remaining steps, how to render them, and where its chunks go."""
 
@@ -43,6 +47,8 @@ class Lane:
                 if self.transport.is_closing():
                     self.stop(None)
                     return None
+                if self.transport.get_write_buffer_size() > WRITE_HIGH:  # a client that does not read: wait for it
+                    return now + BACKLOG_RETRY  # (the step goes out late, as the server's flow control would have it)
                 self._send()
             step = next(self.steps, None)
             if step is None:
