@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -483,13 +484,14 @@ def _family_openmetrics(metric: typing.Any, with_created: bool) -> str | None:
 
 
 def _om_histogram_text(series: tuple, child: typing.Any, text: _FloatText) -> str:
-    _, buckets, count_prefix, sum_prefix, _ = series
+    _, (head, les, tail), count_prefix, sum_prefix, _ = series
     lines = []
     acc = 0.0
-    for prefix, bucket in zip(buckets, child._buckets, strict=True):
+    for le, bucket in zip(les, child._buckets, strict=True):
         acc += bucket._value
         exemplar = bucket._exemplar
-        lines.append(prefix + (text(acc) if exemplar is None else text(acc)[:-1] + _exemplar_text(exemplar) + "\n"))
+        lines.append(head + le + tail
+                     + (text(acc) if exemplar is None else text(acc)[:-1] + _exemplar_text(exemplar) + "\n"))
     lines.append(count_prefix + text(acc))
     if sum_prefix is not None:
         lines.append(sum_prefix + text(child._sum._value))
@@ -719,18 +721,26 @@ def _series_text(metric: typing.Any, labelvalues: tuple[str, ...], child: typing
     before = sum(1 for n, _ in pairs if n < "le")
     head = ",".join(parts[:before]) + ("," if before else "")
     tail = ("," if before < len(parts) else "") + ",".join(parts[before:])
-    buckets = tuple(f'{name}_bucket{{{head}le="{floatToGoString(b)}"{tail}}} ' for b in child._upper_bounds)
+    # a bucket's line prefix is made at each render from these three: kept whole, the prefixes were ~1.9 KB a series
+    # (9.6 MB at 1,000 targets), composing them costs ~10 ms a scrape
+    buckets = (f"{name}_bucket{{{head}", _le_texts(tuple(child._upper_bounds)), f"{tail}}} ")
     sum_prefix = f"{name}_sum{{{plain}}} " if child._upper_bounds[0] >= 0 else None
     return created, buckets, f"{name}_count{{{plain}}} ", sum_prefix, created_line
 
 
+@functools.lru_cache(maxsize=64)
+def _le_texts(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """The `le="..."` label of each bucket, shared by every series with these bounds."""
+    return tuple(f'le="{floatToGoString(b)}"' for b in bounds)
+
+
 def _histogram_text(series: tuple, now: tuple[float, ...], text: _FloatText) -> str:
-    _, buckets, count_prefix, sum_prefix, _ = series
+    _, (head, les, tail), count_prefix, sum_prefix, _ = series
     lines = []
     acc = 0.0
-    for prefix, value in zip(buckets, now, strict=False):  # now ends with the sum
+    for le, value in zip(les, now, strict=False):  # now ends with the sum
         acc += value
-        lines.append(prefix + text(acc))
+        lines.append(head + le + tail + text(acc))
     lines.append(count_prefix + text(acc))
     if sum_prefix is not None:
         lines.append(sum_prefix + text(now[-1]))
