@@ -70,44 +70,33 @@ def _server_protocol(stamps: bool) -> type:
 
     base = import_from_string(HTTP_PROTOCOLS["auto"])
 
-    class LaneProtocol(base):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            inner = self.app
-
-            async def app(scope: Scope, receive: Receive, send: Send) -> None:
-                scope[TRANSPORT_KEY] = self.transport
-                await inner(scope, receive, send)
-
-            self.app = app
-
-    if not stamps:
-        return LaneProtocol
-
-    class StampingProtocol(LaneProtocol):
+    class SimulatorProtocol(base):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._first_bytes: tuple[float, str] | None = None
             self._waiting: float | None = None  # the kernel's stamp of bytes waiting at the accept
             inner = self.app
 
-            async def app(scope: Scope, receive: Receive, send: Send) -> None:
-                scope[RECEIVED_KEY], self._first_bytes = self._first_bytes, None  # the next request stamps anew
+            async def app(scope: Scope, receive: Receive, send: Send) -> None:  # one wrapper, both keys
+                scope[TRANSPORT_KEY] = self.transport
+                if stamps:
+                    scope[RECEIVED_KEY], self._first_bytes = self._first_bytes, None  # the next request stamps anew
                 await inner(scope, receive, send)
 
             self.app = app
 
         def connection_made(self, transport: Any) -> None:
-            self._waiting = _kernel_receipt(transport)
+            if stamps:
+                self._waiting = _kernel_receipt(transport)
             super().connection_made(transport)
 
         def data_received(self, data: bytes) -> None:
-            if self._first_bytes is None:
+            if stamps and self._first_bytes is None:
                 waiting, self._waiting = self._waiting, None
                 self._first_bytes = (waiting, "kernel") if waiting is not None else (time.time(), "loop")
             super().data_received(data)
 
-    return StampingProtocol
+    return SimulatorProtocol
 
 
 def _configure(server: AppServer, stamps: bool) -> None:
